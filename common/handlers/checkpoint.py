@@ -1,0 +1,130 @@
+"""Atomic checkpointing and automatic resume.
+
+MONAI's ``CheckpointSaver`` writes with ``atomic=False``; an interrupted write can leave a truncated file that the
+next run fails to load. These handlers write to a temporary file in the same folder and ``os.replace`` it, and only
+rank 0 writes under ``torch.distributed``.
+
+- :class:`LastCheckpointSaver` (trainer): ``<ckpt_dir>/checkpoint_last.pt`` with every object of ``save_dict``
+  (network, optimizer, trainer, ...) after each ``interval`` epochs and at the end.
+- :class:`BestModelSaver` (evaluator): ``<ckpt_dir>/model.pt`` = the network ``state_dict`` whenever the key metric
+  improves (model-zoo convention), with ``model.json`` holding the metric and epoch so a resumed run keeps the best.
+- :class:`ResumeFromLatest` (trainer): if ``checkpoint_last.pt`` exists, load it with MONAI's ``CheckpointLoader``
+  (``map_location`` so GPU-trained checkpoints load on CPU) before the run starts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from ignite.engine import Engine, Events
+from monai.handlers import CheckpointLoader
+
+__all__ = ["BestModelSaver", "LastCheckpointSaver", "ResumeFromLatest", "atomic_torch_save", "last_checkpoint"]
+
+LAST = "checkpoint_last.pt"
+logger = logging.getLogger(__name__)
+
+
+def _is_writer() -> bool:
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to ``path`` through a temporary file + ``os.replace`` (never a half-written file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def _state(obj: Any) -> Any:
+    if isinstance(obj, torch.nn.parallel.DistributedDataParallel | torch.nn.DataParallel):
+        obj = obj.module
+    return obj.state_dict() if hasattr(obj, "state_dict") else obj
+
+
+def last_checkpoint(ckpt_dir: str | os.PathLike) -> str | None:
+    """Path of ``<ckpt_dir>/checkpoint_last.pt`` if it exists, else ``None``."""
+    path = Path(ckpt_dir) / LAST
+    return str(path) if path.is_file() else None
+
+
+class LastCheckpointSaver:
+    """Save every object of ``save_dict`` to ``<ckpt_dir>/checkpoint_last.pt`` after each ``interval`` epochs."""
+
+    def __init__(self, ckpt_dir: str, save_dict: Mapping[str, Any], interval: int = 1) -> None:
+        self.ckpt_dir, self.save_dict, self.interval = Path(ckpt_dir), dict(save_dict), max(1, int(interval))
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self.save)
+        engine.add_event_handler(Events.COMPLETED, self.save)
+
+    def save(self, engine: Engine) -> None:
+        if _is_writer():
+            atomic_torch_save({k: _state(v) for k, v in self.save_dict.items()}, self.ckpt_dir / LAST)
+
+
+class BestModelSaver:
+    """Save the network weights to ``<ckpt_dir>/<filename>`` when the evaluator's key metric improves."""
+
+    def __init__(
+        self,
+        ckpt_dir: str,
+        network: torch.nn.Module,
+        metric_name: str | None = None,
+        filename: str = "model.pt",
+        higher_is_better: bool = True,
+        epoch_engine: Engine | None = None,
+    ) -> None:
+        self.ckpt_dir, self.network, self.metric_name = Path(ckpt_dir), network, metric_name
+        self.filename, self.higher = filename, higher_is_better
+        self.epoch_engine = epoch_engine
+        self.best: float | None = None
+        record = self.ckpt_dir / (Path(filename).stem + ".json")
+        if record.is_file():
+            try:
+                self.best = float(json.loads(record.read_text())["metric"])
+            except (ValueError, KeyError, json.JSONDecodeError):
+                self.best = None
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._maybe_save)
+
+    def _maybe_save(self, engine: Engine) -> None:
+        name = self.metric_name or engine.state.key_metric_name
+        value = float(engine.state.metrics[name])
+        improved = self.best is None or (value > self.best if self.higher else value < self.best)
+        if not improved or not _is_writer():
+            return
+        self.best = value
+        epoch = self.epoch_engine.state.epoch if self.epoch_engine is not None else engine.state.epoch
+        atomic_torch_save(_state(self.network), self.ckpt_dir / self.filename)
+        record = self.ckpt_dir / (Path(self.filename).stem + ".json")
+        tmp = record.with_name(f".{record.name}.tmp")
+        tmp.write_text(json.dumps({"metric_name": name, "metric": value, "epoch": epoch}, indent=2))
+        os.replace(tmp, record)
+        logger.info("saved best model (%s = %.4f, epoch %d) to %s", name, value, epoch, self.ckpt_dir / self.filename)
+
+
+class ResumeFromLatest:
+    """Resume training from ``<ckpt_dir>/checkpoint_last.pt`` when it exists (nothing happens otherwise)."""
+
+    def __init__(self, ckpt_dir: str, load_dict: Mapping[str, Any], map_location: Any = "cpu") -> None:
+        self.ckpt_dir, self.load_dict, self.map_location = ckpt_dir, dict(load_dict), map_location
+        self.path = last_checkpoint(ckpt_dir)
+
+    def attach(self, engine: Engine) -> None:
+        if self.path is None:
+            return
+        logger.info("resuming from %s", self.path)
+        print(f"resuming from {self.path}", flush=True)
+        CheckpointLoader(load_path=self.path, load_dict=self.load_dict, map_location=self.map_location).attach(engine)

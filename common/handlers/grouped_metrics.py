@@ -1,0 +1,181 @@
+"""Per-item quality metrics of input and output, grouped by dose (or any item key), written as CSV + Markdown.
+
+Attached to an evaluator whose decollated ``engine.state.output`` items carry ``image`` (degraded input), ``pred``
+(restored) and ``label`` (reference) tensors ``(C, *spatial)`` in the same units, and whose ``engine.state.batch``
+items carry the group key (e.g. ``drf`` or ``dose``).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+
+from common import metrics as M
+from common.transforms.validation import source_of
+
+__all__ = ["GroupedMetricsReport", "compute_item_metrics"]
+
+METRICS = ("psnr", "ssim", "rmse", "nrmse")
+
+
+def compute_item_metrics(
+    pred: torch.Tensor,
+    ref: torch.Tensor,
+    names: Sequence[str] = METRICS,
+    data_range: float | str = "reference_max",
+    window: Sequence[float] | None = None,
+    scale: float = 1.0,
+) -> dict[str, float]:
+    """Metrics of one ``pred`` against ``ref`` ((C, *spatial) tensors), after multiplying by ``scale`` (to physical
+    units) and clipping to ``window`` when given. ``data_range``: a number, ``"reference_max"`` or ``"window"``."""
+    p, r = pred.float() * scale, ref.float() * scale
+    if window is not None:
+        lo, hi = float(window[0]), float(window[1])
+        p, r = p.clamp(lo, hi), r.clamp(lo, hi)
+    if data_range == "reference_max":
+        dr = M.reference_max(r)
+    elif data_range == "window":
+        if window is None:
+            raise ValueError("data_range='window' needs a window")
+        dr = float(window[1]) - float(window[0])
+    else:
+        dr = float(data_range)
+    p, r = p.unsqueeze(0), r.unsqueeze(0)
+    fns = {
+        "psnr": lambda: M.psnr(p, r, dr),
+        "ssim": lambda: M.ssim(p, r, dr),
+        "rmse": lambda: M.rmse(p, r),
+        "nrmse": lambda: M.nrmse(p, r),
+        "mae": lambda: M.hu_mae(p, r),
+    }
+    return {n: fns[n]() for n in names}
+
+
+class GroupedMetricsReport:
+    """Compute metrics of ``image`` and ``pred`` against ``label`` per item and summarise them per group.
+
+    Writes ``<output_dir>/<prefix>_items.csv`` (one row per item) and ``<prefix>_summary.md`` (mean per group of
+    input and output metrics and the PSNR gain), logs the table, and stores ``<group>=<v>/<metric>`` means in
+    ``engine.state.metrics``.
+
+    Args:
+        output_dir: where the CSV and Markdown go.
+        group_key: batch item key to group by (``"drf"``, ``"dose"``, ``"factor"``).
+        metric_names: subset of ``psnr, ssim, rmse, nrmse, mae``.
+        data_range: ``"reference_max"`` (PET convention), ``"window"`` or a number.
+        window: optional ``(low, high)`` clip in physical units (e.g. HU brain window ``(-40, 120)``).
+        scale: factor to physical units (e.g. the SUV scale) applied before metrics.
+        prefix: file-name prefix (one report per window/setting).
+        units: label of the RMSE units for the table header.
+    """
+
+    def __init__(
+        self,
+        output_dir: str,
+        group_key: str = "drf",
+        metric_names: Sequence[str] = METRICS,
+        data_range: float | str = "reference_max",
+        window: Sequence[float] | None = None,
+        scale: float = 1.0,
+        prefix: str = "metrics",
+        units: str = "",
+        input_key: str = "image",
+    ) -> None:
+        self.output_dir = Path(output_dir)
+        self.group_key = group_key
+        self.metric_names = list(metric_names)
+        self.data_range = data_range
+        self.window = None if window is None else tuple(float(w) for w in window)
+        self.scale = float(scale)
+        self.prefix = prefix
+        self.units = units
+        self.input_key = input_key
+        self.rows: list[dict[str, Any]] = []
+        self.logger = logging.getLogger(__name__)
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, self._reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._update)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._write)
+
+    def _reset(self, engine: Engine) -> None:
+        self.rows = []
+
+    def _update(self, engine: Engine) -> None:
+        outputs = engine.state.output if isinstance(engine.state.output, list) else [engine.state.output]
+        batch = engine.state.batch if isinstance(engine.state.batch, list) else [engine.state.batch]
+        for out, item in zip(outputs, batch, strict=False):
+            group = item.get(self.group_key, "all") if isinstance(item, dict) else "all"
+            group = float(torch.as_tensor(group).reshape(-1)[0]) if not isinstance(group, str) else group
+            row: dict[str, Any] = {"item": source_of(out.get(self.input_key), ""), self.group_key: group}
+            kw = dict(names=self.metric_names, data_range=self.data_range, window=self.window, scale=self.scale)
+            for tag, key in (("input", self.input_key), ("output", "pred")):
+                for name, value in compute_item_metrics(out[key], out["label"], **kw).items():
+                    row[f"{tag}_{name}"] = value
+            self.rows.append(row)
+
+    def summary(self) -> list[dict[str, Any]]:
+        """Mean of every metric per group, sorted by group value."""
+        groups: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+        for row in self.rows:
+            groups[row[self.group_key]].append(row)
+        table = []
+        for g in sorted(groups, key=lambda v: (isinstance(v, str), v)):
+            rows = groups[g]
+            entry: dict[str, Any] = {self.group_key: g, "n": len(rows)}
+            for tag in ("input", "output"):
+                for name in self.metric_names:
+                    entry[f"{tag}_{name}"] = float(np.mean([r[f"{tag}_{name}"] for r in rows]))
+            if "psnr" in self.metric_names:
+                entry["psnr_gain_db"] = entry["output_psnr"] - entry["input_psnr"]
+            table.append(entry)
+        return table
+
+    def markdown(self) -> str:
+        table = self.summary()
+        header = [self.group_key, "n"] + [f"{t} {m.upper()}" for m in self.metric_names for t in ("input", "output")]
+        if "psnr" in self.metric_names:
+            header.append("PSNR gain (dB)")
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for e in table:
+            cells = [f"{e[self.group_key]:g}" if not isinstance(e[self.group_key], str) else e[self.group_key],
+                     str(e["n"])]
+            for m in self.metric_names:
+                digits = 4 if m in ("ssim", "nrmse") else 2
+                cells += [f"{e[f'input_{m}']:.{digits}f}", f"{e[f'output_{m}']:.{digits}f}"]
+            if "psnr_gain_db" in e:
+                cells.append(f"{e['psnr_gain_db']:+.2f}")
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines) + "\n"
+
+    def _write(self, engine: Engine) -> None:
+        if not self.rows:
+            return
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        csv_path = self.output_dir / f"{self.prefix}_items.csv"
+        tmp = csv_path.with_name(f".{csv_path.name}.tmp")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(self.rows[0].keys()))
+            writer.writeheader()
+            writer.writerows(self.rows)
+        os.replace(tmp, csv_path)
+        md = self.markdown()
+        md_path = self.output_dir / f"{self.prefix}_summary.md"
+        tmp = md_path.with_name(f".{md_path.name}.tmp")
+        tmp.write_text(md)
+        os.replace(tmp, md_path)
+        for e in self.summary():
+            for k, v in e.items():
+                if k not in (self.group_key, "n"):
+                    engine.state.metrics[f"{self.group_key}={e[self.group_key]:g}/{k}"] = v
+        self.logger.info("%s per %s (%s):\n%s", self.prefix, self.group_key, csv_path, md)
+        print(f"\n{self.prefix} per {self.group_key}:\n{md}", flush=True)

@@ -1,0 +1,42 @@
+"""Medical image I/O: NIfTI (atomic writes), DICOM series (CT in HU, PET in Bq/mL or SUVbw) and SUV conversion.
+
+All volumes are ``(X, Y, Z)`` float32 arrays with a 4x4 voxel -> RAS+ mm affine (nibabel convention).
+Bad input raises :class:`common.errors.InputDataError` naming the file (and DICOM tag / CSV column).
+"""
+
+from __future__ import annotations
+
+from common.io.dicom import DicomVolume, lps_to_ras, read_ct_hu, read_dicom_series
+from common.io.monai_save import AtomicSaveImaged
+from common.io.nifti import NIFTI_SUFFIXES, load_nifti, load_nifti_with_header, nifti_suffix, save_nifti
+from common.io.suv import (
+    CSV_COLUMNS,
+    F18_HALF_LIFE_S,
+    load_pet_suv_nifti,
+    pet_reference_datetime,
+    read_pet_suv,
+    suv_factor,
+    suv_factor_from_csv_row,
+    suv_factor_from_dicom,
+)
+
+__all__ = [
+    "AtomicSaveImaged",
+    "CSV_COLUMNS",
+    "DicomVolume",
+    "F18_HALF_LIFE_S",
+    "NIFTI_SUFFIXES",
+    "load_nifti",
+    "load_nifti_with_header",
+    "load_pet_suv_nifti",
+    "lps_to_ras",
+    "nifti_suffix",
+    "pet_reference_datetime",
+    "read_ct_hu",
+    "read_dicom_series",
+    "read_pet_suv",
+    "save_nifti",
+    "suv_factor",
+    "suv_factor_from_csv_row",
+    "suv_factor_from_dicom",
+]

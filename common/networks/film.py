@@ -1,0 +1,134 @@
+"""Feature-wise linear modulation (FiLM) by dose metadata.
+
+A metadata vector ``meta`` of shape ``(B, meta_dim)`` (for PET the dose-reduction factor encoded as ``ln(DRF) / 10``,
+see :func:`encode_drf`) is mapped by a small MLP ``meta_dim -> hidden (SiLU) -> 2C`` to per-channel ``(gamma, beta)``,
+each ``(B, C)``, and a feature map ``h`` ``(B, C, *spatial)`` is modulated as ``(1 + gamma) * h + beta``.
+
+The modulation must be applied AFTER the normalisation layer: an instance norm placed after it would remove the
+per-channel scale and shift again (the original implementation did that, so its conditioning had no effect). The last
+layer of the MLP is zero-initialised, so at initialisation ``gamma = beta = 0`` and the modulation is the identity.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["DRF_LOG_SCALE", "FiLM", "FiLMGenerator", "NoFiLM", "encode_drf", "film_modulate"]
+
+DRF_LOG_SCALE = 10.0
+"""The dose-reduction factor is encoded as ``ln(DRF) / DRF_LOG_SCALE`` (UDPET FiLM reference)."""
+
+
+def encode_drf(drf: float | Sequence[float] | np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Encode dose-reduction factor(s) as the FiLM metadata vector ``ln(DRF) / 10``.
+
+    Args:
+        drf: one DRF (``>= 1``; 1 = full dose, 20 = 1/20 of the counts) or ``B`` of them (sequence, array or tensor of
+            shape ``(B,)`` or ``(B, 1)``).
+
+    Returns:
+        float32 tensor ``(B, 1)`` (``B = 1`` for a scalar), on the device of ``drf`` when it is a tensor.
+
+    Raises:
+        ValueError: a DRF is not finite, is smaller than 1, or the shape is not scalar / ``(B,)`` / ``(B, 1)``.
+    """
+    try:
+        t = torch.as_tensor(drf).detach().to(torch.float64)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(f"dose-reduction factor {drf!r} is not a number or a sequence of numbers") from err
+    if t.dim() == 0:
+        t = t.reshape(1, 1)
+    elif t.dim() == 1:
+        t = t.reshape(-1, 1)
+    elif not (t.dim() == 2 and t.shape[1] == 1):
+        raise ValueError(f"dose-reduction factor must be a scalar, (B,) or (B, 1); got shape {tuple(t.shape)}")
+    if t.numel() == 0:
+        raise ValueError("dose-reduction factor is empty")
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"dose-reduction factor must be finite, got {t.flatten().tolist()}")
+    if bool((t < 1.0).any()):
+        raise ValueError(f"dose-reduction factor must be >= 1 (1 = full dose), got {t.flatten().tolist()}")
+    return (torch.log(t) / DRF_LOG_SCALE).to(torch.float32)
+
+
+def film_modulate(h: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """``(1 + gamma) * h + beta`` with ``gamma``, ``beta`` ``(B, C)`` broadcast over the spatial axes of ``h``.
+
+    Args:
+        h: feature map ``(B, C, *spatial)`` (already normalised).
+        gamma: scale offsets ``(B, C)``.
+        beta: shifts ``(B, C)``.
+    """
+    while gamma.dim() < h.dim():
+        gamma = gamma.unsqueeze(-1)
+        beta = beta.unsqueeze(-1)
+    return (1.0 + gamma) * h + beta
+
+
+class FiLMGenerator(nn.Module):
+    """MLP ``meta_dim -> hidden (SiLU) -> 2 * channels`` producing ``(gamma, beta)``; last layer zero-initialised.
+
+    Args:
+        meta_dim: length of the metadata vector (``>= 1``).
+        channels: number of feature channels ``C`` to modulate.
+        hidden: width of the hidden layer.
+    """
+
+    def __init__(self, meta_dim: int, channels: int, hidden: int = 128) -> None:
+        super().__init__()
+        if meta_dim < 1 or channels < 1 or hidden < 1:
+            raise ValueError(f"meta_dim, channels, hidden must be >= 1, got {meta_dim}, {channels}, {hidden}")
+        self.channels = channels
+        self.hidden = nn.Linear(meta_dim, hidden)
+        self.act = nn.SiLU()
+        self.out = nn.Linear(hidden, 2 * channels)
+        self.reset_to_identity()
+
+    def reset_to_identity(self) -> None:
+        """Zero the last layer: ``gamma = beta = 0`` for every input (identity modulation)."""
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def randomize(self, std: float = 0.1) -> None:
+        """Give the last layer random weights (tests, ablations): the modulation then depends on the metadata."""
+        nn.init.normal_(self.out.weight, std=std / math.sqrt(self.out.in_features))
+        nn.init.normal_(self.out.bias, std=std)
+
+    def forward(self, meta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``meta`` ``(B, meta_dim)`` -> ``(gamma, beta)``, each ``(B, channels)``."""
+        gb = self.out(self.act(self.hidden(meta)))
+        return gb[:, : self.channels], gb[:, self.channels :]
+
+
+class FiLM(nn.Module):
+    """FiLM layer: owns a :class:`FiLMGenerator` and applies ``(1 + gamma) * h + beta`` to a normalised feature map.
+
+    Args:
+        meta_dim: length of the metadata vector (``>= 1``).
+        channels: number of channels of the modulated feature map.
+        hidden: hidden width of the generator MLP.
+    """
+
+    def __init__(self, meta_dim: int, channels: int, hidden: int = 128) -> None:
+        super().__init__()
+        self.generator = FiLMGenerator(meta_dim, channels, hidden)
+
+    def forward(self, h: torch.Tensor, meta: torch.Tensor | None) -> torch.Tensor:
+        """``h`` ``(B, C, *spatial)``, ``meta`` ``(B, meta_dim)`` -> modulated ``h`` (same shape)."""
+        if meta is None:
+            raise ValueError("dose metadata missing: this FiLM layer needs a meta tensor (B, meta_dim)")
+        gamma, beta = self.generator(meta)
+        return film_modulate(h, gamma, beta)
+
+
+class NoFiLM(nn.Module):
+    """Identity stand-in for :class:`FiLM` in unconditioned networks (``meta_dim = 0``); ignores ``meta``."""
+
+    def forward(self, h: torch.Tensor, meta: torch.Tensor | None) -> torch.Tensor:
+        """Return ``h`` unchanged ``(B, C, *spatial)``."""
+        return h
