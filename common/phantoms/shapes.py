@@ -1,9 +1,9 @@
 """Geometry on a millimetre grid for the phantoms: signed-distance shapes, partial-volume painting, smooth texture.
 
 A :class:`Grid` places voxel ``(i, j, k)`` at ``x = (i - (nx - 1) / 2) * sx`` mm (same for y, z): the volume centre is
-the origin and the axes are ``(X, Y, Z)`` as everywhere in :mod:`common`, oriented RAS+ (+x towards the patient's right,
-+y anterior, +z superior: the head is at the top of z). :meth:`Grid.affine` is the matching NIfTI affine ``diag(spacing)`` with a
-centring origin, so phantom millimetres are world millimetres.
+the origin and the axes are ``(X, Y, Z)`` as everywhere in :mod:`common`, oriented RAS+ (+x towards the patient's
+right, +y anterior, +z superior: the head is at the top of z). :meth:`Grid.affine` is the matching NIfTI affine
+``diag(spacing)`` with a centring origin, so phantom millimetres are world millimetres.
 
 Shapes return an *approximate signed distance* in mm (negative inside, first-order accurate near the surface), which
 gives three things cheaply: boolean masks (``sdf <= 0``), set operations (min / max) and anti-aliased partial-volume

@@ -121,9 +121,10 @@ class CTLowDoseSimulator:
         self.angles_deg = uniform_angles_deg(acquisition.n_views)
         n_slices = mu_slices.shape[0]
         self._sinograms = torch.empty((n_slices, acquisition.n_views, self.n), dtype=torch.float32)
+        self._offset = ((self.n - hu.shape[0]) // 2, (self.n - hu.shape[1]) // 2)  # as pad_to_square places it
         step = self._slice_chunk()
         for z0 in range(0, n_slices, step):
-            canvas, self._offset = pad_to_square(mu_slices[z0 : z0 + step], self.n)
+            canvas, _ = pad_to_square(mu_slices[z0 : z0 + step], self.n)
             self._sinograms[z0 : z0 + step] = radon(canvas, self.angles_deg) * self.pixel_mm
         self._reference: np.ndarray | None = None
 

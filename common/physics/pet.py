@@ -26,16 +26,18 @@ region is unbiased (up to the few-% convergence effects of early-stopped OSEM ne
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
 from common.errors import InputDataError
-from common.physics.projector import ParallelBeamProjector, pad_to_square, square_canvas_size, uniform_angles_deg
+from common.physics.projector import square_canvas_size, system_matrix, uniform_angles_deg
 
 __all__ = [
     "MEASURED_OSEM_REL_NOISE",
@@ -232,7 +234,7 @@ class PETScanner:
     scatter_sigma_mm: float = 40.0
     osem_iterations: int = 4
     osem_subsets: int = 8
-    trues_per_voxel: float = 2000.0
+    trues_per_voxel: float = 1.0e4
 
     def __post_init__(self) -> None:
         if int(self.n_views) != self.n_views or self.n_views < 2:
@@ -249,35 +251,32 @@ class PETScanner:
             raise ValueError(f"PETScanner.trues_per_voxel must be > 0, got {self.trues_per_voxel}")
 
 
-def _blur_2d(images: torch.Tensor, sigma_vox: float) -> torch.Tensor:
-    """Separable in-plane Gaussian on ``(B, N, N)`` (zero boundary: the canvas border is empty)."""
-    kernel = gaussian_kernel_1d(sigma_vox)
-    if kernel.size == 1:
-        return images
-    r = kernel.size // 2
-    w = torch.as_tensor(kernel, dtype=images.dtype)
-    y = images.unsqueeze(1)
-    y = F.conv2d(y, w.reshape(1, 1, -1, 1), padding=(r, 0))
-    y = F.conv2d(y, w.reshape(1, 1, 1, -1), padding=(0, r))
-    return y.squeeze(1)
-
-
-def _blur_detector(sino: torch.Tensor, sigma_bins: float) -> torch.Tensor:
-    """Gaussian along the last (detector) axis of ``(B, A, N)``, zero boundary."""
+def _blur_detector(sino: np.ndarray, sigma_bins: float) -> np.ndarray:
+    """Gaussian along the detector axis (axis 1) of ``(A, N, B)`` sinograms, zero boundary."""
     kernel = gaussian_kernel_1d(sigma_bins)
     if kernel.size == 1:
         return sino
-    b, a, n = sino.shape
-    w = torch.as_tensor(kernel, dtype=sino.dtype).reshape(1, 1, -1)
-    return F.conv1d(sino.reshape(b * a, 1, n), w, padding=kernel.size // 2).reshape(b, a, n)
+    return ndimage.correlate1d(sino, kernel.astype(sino.dtype), axis=1, mode="constant", cval=0.0)
 
 
 def _reference_activity(activity: np.ndarray) -> float:
+    """Mean activity of the active voxels (>= 10 % of the 99.5th percentile of the positive voxels)."""
     positive = activity[activity > 0]
     if positive.size == 0:
         return 0.0
     high = float(np.percentile(positive, 99.5))
     return float(activity[activity >= 0.1 * high].mean())
+
+
+@functools.lru_cache(maxsize=2)
+def _osem_operators(n: int, n_views: int, n_subsets: int) -> tuple[sp.csr_matrix, ...]:
+    """Per subset (views ``k, k + S, ...``) the rows of the system matrix, CSR float32 (cached, read-only)."""
+    matrix = system_matrix(n, uniform_angles_deg(n_views))
+    operators = []
+    for k in range(n_subsets):
+        rows = (np.arange(k, n_views, n_subsets)[:, None] * n + np.arange(n)[None, :]).reshape(-1)
+        operators.append(matrix[rows])
+    return tuple(operators)
 
 
 def simulate_low_count_pet_sinogram(
@@ -295,11 +294,15 @@ def simulate_low_count_pet_sinogram(
         mu_map_per_mm: ``(X, Y, Z)`` linear attenuation at 511 keV in 1/mm (water ~0.0096), >= 0.
         voxel_mm: in-plane voxel size in mm (square voxels).
         drf: dose-reduction factor >= 1 (counts divided by it).
-        seed: seed of the torch ``Generator`` drawing the Poisson counts (deterministic output).
+        seed: seed of the numpy ``Generator`` drawing the Poisson counts (deterministic output).
         scanner: acquisition / reconstruction parameters.
 
     Returns:
         ``(X, Y, Z)`` float32 OSEM image in the unit of ``activity`` (>= 0), with the reconstruction's resolution.
+
+    Slices are zero-padded to a square canvas whose inscribed circle holds the object (cropped back). The in-plane
+    PSF is applied as the equivalent 1D Gaussian along the detector axis of each view (``R(G x) = g * R(x)`` for a
+    rotationally symmetric Gaussian), in the simulation and in the OSEM model alike.
     """
     act = np.asarray(activity)
     mu = np.asarray(mu_map_per_mm)
@@ -317,46 +320,58 @@ def simulate_low_count_pet_sinogram(
     drf = check_drf(drf)
     act = np.clip(act.astype(np.float32), 0.0, None)
     mu = np.clip(mu.astype(np.float32), 0.0, None)
-    x_size, y_size, _ = act.shape
+    x_size, y_size, n_slices = act.shape
     ref_activity = _reference_activity(act)
     if ref_activity == 0.0:
         return np.zeros(act.shape, dtype=np.float32)
 
-    n = square_canvas_size(((act > 0) | (mu > 0)).any(axis=-1), margin=2 + math.ceil(_TRUNCATE * scanner.psf_sigma_vox))
-    act_slices, (ox, oy) = pad_to_square(torch.from_numpy(np.ascontiguousarray(np.moveaxis(act, -1, 0))), n)
-    mu_slices, _ = pad_to_square(torch.from_numpy(np.ascontiguousarray(np.moveaxis(mu, -1, 0))), n)
+    # canvas (N, N) per slice, flattened to columns: images (N * N, Z), sinograms (A_k, N, Z)
+    n = square_canvas_size(((act > 0) | (mu > 0)).any(axis=-1))
+    ox, oy = (n - x_size) // 2, (n - y_size) // 2
 
-    angles = uniform_angles_deg(scanner.n_views)
-    subsets = [torch.arange(k, scanner.n_views, scanner.osem_subsets) for k in range(scanner.osem_subsets)]
-    projectors = [ParallelBeamProjector(n, angles[idx], dtype=torch.float32, cache_grids=True) for idx in subsets]
+    def to_columns(volume: np.ndarray) -> np.ndarray:
+        canvas = np.zeros((n, n, n_slices), dtype=np.float32)
+        canvas[ox : ox + x_size, oy : oy + y_size] = volume
+        return canvas.reshape(n * n, n_slices)
+
+    operators = _osem_operators(n, scanner.n_views, scanner.osem_subsets)
+    n_sub_views = [m.shape[0] // n for m in operators]
+
+    def project(k: int, columns: np.ndarray) -> np.ndarray:
+        return (operators[k] @ columns).reshape(n_sub_views[k], n, n_slices)
+
+    def backproject(k: int, sino: np.ndarray) -> np.ndarray:  # exact adjoint (ray-driven)
+        return operators[k].T @ sino.reshape(-1, n_slices)
+
+    psf = scanner.psf_sigma_vox
     scale = scanner.trues_per_voxel / (scanner.n_views * ref_activity) / drf  # counts per (activity * pixel)
 
     # --- acquisition: expected trues, randoms, scatter; Poisson prompts (per subset of views)
-    blurred = _blur_2d(act_slices, scanner.psf_sigma_vox)
-    gains = [scale * torch.exp(-voxel_mm * p.forward(mu_slices)) for p in projectors]  # scale * attenuation
-    trues = [g * p.forward(blurred).clamp_min(0.0) for g, p in zip(gains, projectors, strict=True)]
-    total_trues = sum(t.sum(dim=(1, 2)) for t in trues)  # (Z,)
+    act_cols, mu_cols = to_columns(act), to_columns(mu)
+    gains = [scale * np.exp(-voxel_mm * project(k, mu_cols)) for k in range(len(operators))]  # scale * attenuation
+    trues = [g * np.clip(_blur_detector(project(k, act_cols), psf), 0.0, None) for k, g in enumerate(gains)]
+    total_trues = sum(t.sum(axis=(0, 1)) for t in trues)  # (Z,)
     c = n // 2
-    fov = ((torch.arange(n) - c).abs() <= c - 2).to(torch.float32)  # detector bins inside the field of view
+    fov = (np.abs(np.arange(n) - c) <= c - 2).astype(np.float32)[None, :, None]  # detector bins inside the FOV
     randoms_per_bin = scanner.randoms_fraction * total_trues / (scanner.n_views * fov.sum())
     scatter_shape = [_blur_detector(t, scanner.scatter_sigma_mm / voxel_mm) for t in trues]
-    scatter_total = sum(s.sum(dim=(1, 2)) for s in scatter_shape)
-    scatter_gain = scanner.scatter_fraction * total_trues / scatter_total.clamp_min(1e-30)
-    additive = [randoms_per_bin[:, None, None] * fov + scatter_gain[:, None, None] * s for s in scatter_shape]
-    generator = torch.Generator().manual_seed(int(seed))
-    prompts = [torch.poisson(t + b, generator=generator) for t, b in zip(trues, additive, strict=True)]
+    scatter_total = sum(s.sum(axis=(0, 1)) for s in scatter_shape)
+    scatter_gain = scanner.scatter_fraction * total_trues / np.maximum(scatter_total, 1e-30)
+    additive = [(randoms_per_bin * fov + scatter_gain * s).astype(np.float32) for s in scatter_shape]
+    rng = np.random.default_rng(seed)
+    prompts = [rng.poisson(t + b).astype(np.float32) for t, b in zip(trues, additive, strict=True)]
 
-    # --- OSEM with the same system model: A x = gain * R(G x), expected prompts A x + additive
-    sens = [_blur_2d(p.backward(g), scanner.psf_sigma_vox) for g, p in zip(gains, projectors, strict=True)]
-    support = sum(sens) > 1e-6 * max(float(sum(sens).max()), 1e-30)
-    net_counts = sum((y - b).sum(dim=(1, 2)) for y, b in zip(prompts, additive, strict=True)).clamp_min(0.0)
-    start = net_counts / sum(sens).sum(dim=(1, 2)).clamp_min(1e-30)
-    image = start[:, None, None] * support.to(torch.float32)
+    # --- OSEM with the same model: expected prompts = gain * g*(R x) + additive; sensitivity R^T g*(gain)
+    sens = [backproject(k, _blur_detector(g, psf)) for k, g in enumerate(gains)]
+    total_sens = sum(sens)
+    net_counts = np.clip(sum((y - b).sum(axis=(0, 1)) for y, b in zip(prompts, additive, strict=True)), 0.0, None)
+    valid = [s > 1e-6 * max(float(s.max()), 1e-30) for s in sens]
+    image = np.where(total_sens > 0, net_counts / np.maximum(total_sens.sum(axis=0), 1e-30), 0.0).astype(np.float32)
     for _ in range(scanner.osem_iterations):
-        for k, proj in enumerate(projectors):
-            expected = gains[k] * proj.forward(_blur_2d(image, scanner.psf_sigma_vox)) + additive[k]
-            ratio = torch.where(expected > 0, prompts[k] / expected.clamp_min(1e-30), torch.zeros_like(expected))
-            update = _blur_2d(proj.backward(gains[k] * ratio), scanner.psf_sigma_vox)
-            image = torch.where(sens[k] > 1e-6 * sens[k].max(), image * update / sens[k].clamp_min(1e-30), 0.0)
-    out = image[:, ox : ox + x_size, oy : oy + y_size].clamp_min(0.0)
-    return np.ascontiguousarray(np.moveaxis(out.numpy(), 0, -1)).astype(np.float32)
+        for k, (gain, y, b) in enumerate(zip(gains, prompts, additive, strict=True)):
+            expected = gain * _blur_detector(project(k, image), psf) + b
+            ratio = np.divide(y, expected, out=np.zeros_like(expected), where=expected > 0)
+            update = backproject(k, _blur_detector(gain * ratio, psf))
+            image = np.where(valid[k], image * update / np.maximum(sens[k], 1e-30), 0.0).astype(np.float32)
+    out = np.clip(image, 0.0, None).reshape(n, n, n_slices)[ox : ox + x_size, oy : oy + y_size]
+    return np.ascontiguousarray(out, dtype=np.float32)

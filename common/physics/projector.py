@@ -25,6 +25,7 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
@@ -37,13 +38,14 @@ __all__ = [
     "pad_to_square",
     "radon",
     "square_canvas_size",
+    "system_matrix",
     "uniform_angles_deg",
 ]
 
 FILTERS = ("ramp", "shepp-logan", "cosine", "hamming", "hann")
 
-# About 2 M interpolated samples (8 MB in float32) per grid_sample call: fast (fits the cache) and memory-bounded.
-_CHUNK_ELEMENTS = 1 << 21
+# About 1 M interpolated samples (4 MB in float32) per grid_sample call: fast (fits the cache) and memory-bounded.
+_CHUNK_ELEMENTS = 1 << 20
 # Sampling grids are cached by ParallelBeamProjector(cache_grids=True) up to this many elements (2 per sample).
 _MAX_CACHED_GRID_ELEMENTS = 1 << 26
 
@@ -211,9 +213,7 @@ class ParallelBeamProjector:
         """
         _check_float(sinograms, "sinograms")
         if sinograms.ndim != 3 or sinograms.shape[1:] != (self.n_angles, self.n):
-            raise ValueError(
-                f"sinograms must have shape (B, {self.n_angles}, {self.n}), got {tuple(sinograms.shape)}"
-            )
+            raise ValueError(f"sinograms must have shape (B, {self.n_angles}, {self.n}), got {tuple(sinograms.shape)}")
         sinograms = sinograms.to(self.dtype)
         n, n_batch = self.n, sinograms.shape[0]
         out = sinograms.new_zeros((n_batch, n * n))
@@ -280,6 +280,48 @@ def fbp(
     """
     _check_float(sino, "sino")
     return ParallelBeamProjector(n, angles_deg, dtype=sino.dtype).fbp(sino, filter)
+
+
+def system_matrix(n: int, angles_deg: torch.Tensor | Sequence[float] | np.ndarray) -> sp.csr_matrix:
+    """Sparse float32 matrix ``M`` ``(A * N, N * N)`` of :func:`radon`'s bilinear rotate-and-sum weights.
+
+    ``M @ image.reshape(N * N) == radon(image[None], angles)[0].reshape(A * N)`` (row-major flattening, sinogram row
+    index ``a * N + s``); ``M.T`` is the exact adjoint (ray-driven back-projection). Multiplying ``M`` by an
+    ``(N * N, B)`` matrix of slices projects ``B`` slices at once, which is several times faster than
+    :class:`ParallelBeamProjector` for iterative reconstruction of small slices. About ``2 * A * N * N`` non-zeros
+    (~25 MB, ~1 s to build at N = 128, A = 96): build it once and reuse it.
+    """
+    angles = _as_angles(angles_deg).numpy()
+    n = int(n)
+    if n < 2:
+        raise ValueError(f"image side must be >= 2, got {n}")
+    c = n // 2
+    centered = np.arange(n, dtype=np.float64) - c
+    rows_out, cols_out, vals_out = [], [], []
+    theta_all = np.deg2rad(angles)
+    step = max(1, (1 << 20) // (n * n))  # bounds the temporaries (~100 MB)
+    for a0 in range(0, theta_all.size, step):
+        theta = theta_all[a0 : a0 + step]
+        cos, sin = np.cos(theta)[:, None, None], np.sin(theta)[:, None, None]
+        t, s = centered[None, :, None], centered[None, None, :]
+        col = c + cos * s + sin * t  # (a, t, s)
+        row = c - sin * s + cos * t
+        r0, c0 = np.floor(row), np.floor(col)
+        fr, fc = row - r0, col - c0
+        r0, c0 = r0.astype(np.int64), c0.astype(np.int64)
+        ray = ((np.arange(a0, a0 + theta.size) * n)[:, None, None] + np.arange(n)[None, None, :]).repeat(n, axis=1)
+        for dr, dc, w in ((0, 0, (1 - fr) * (1 - fc)), (0, 1, (1 - fr) * fc), (1, 0, fr * (1 - fc)), (1, 1, fr * fc)):
+            rr, cc = r0 + dr, c0 + dc
+            keep = (rr >= 0) & (rr < n) & (cc >= 0) & (cc < n) & (w > 0)
+            rows_out.append(ray[keep])
+            cols_out.append((rr * n + cc)[keep])
+            vals_out.append(w[keep])
+    shape = (theta_all.size * n, n * n)
+    matrix = sp.coo_matrix(
+        (np.concatenate(vals_out), (np.concatenate(rows_out), np.concatenate(cols_out))), shape=shape
+    ).tocsr()  # sums the duplicate (ray, pixel) entries
+    matrix.sum_duplicates()
+    return matrix.astype(np.float32)
 
 
 def square_canvas_size(support: np.ndarray, margin: int = 2) -> int:

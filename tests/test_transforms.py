@@ -1,0 +1,146 @@
+"""Input validation, dose encoding, pair checks and the PET augmentation, on real files where data enter."""
+
+import hashlib
+import math
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
+
+from common.errors import InputDataError
+from common.physics import calibrate_count_scale
+from common.transforms import (
+    CheckPaird,
+    EncodeDosed,
+    RandPETCountReductiond,
+    ValidateImaged,
+    hu_window,
+    suv_scale,
+)
+
+
+def _write(path, array, spacing=(2.0, 2.0, 2.0)):
+    nib.save(nib.Nifti1Image(np.asarray(array, np.float32), np.diag([*spacing, 1.0])), str(path))
+    return str(path)
+
+
+def _sha(path):
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def _input_error(excinfo) -> InputDataError:
+    """MONAI's Compose wraps transform errors in RuntimeError('applying transform ...') from the original: return
+    the InputDataError in the cause chain (its message is what the user reads in the traceback)."""
+    err = excinfo.value
+    while err is not None and not isinstance(err, InputDataError):
+        err = err.__cause__
+    assert err is not None, f"no InputDataError in the chain of {excinfo.value!r}"
+    return err
+
+
+def _load_validate(path, kind, key="image"):
+    t = Compose([LoadImaged(key, image_only=True), EnsureChannelFirstd(key), ValidateImaged(key, kind=kind)])
+    return t({key: path})
+
+
+def _pet(shape=(16, 16, 12), seed=0):
+    return np.random.default_rng(seed).uniform(0.5, 3.0, shape)
+
+
+def _ct(shape=(16, 16, 12)):
+    a = np.full(shape, -1000.0)
+    a[4:12, 4:12] = 40.0
+    return a
+
+
+@pytest.mark.parametrize(
+    "kind,array,spacing,message",
+    [
+        ("pet", np.where(np.arange(16)[:, None, None] == 3, np.nan, _pet()), (2, 2, 2), "NaN/Inf"),
+        ("pet", np.where(np.arange(16)[:, None, None] == 3, np.inf, _pet()), (2, 2, 2), "NaN/Inf"),
+        ("pet", np.zeros((16, 16, 12)), (2, 2, 2), "empty/constant"),
+        ("pet", _pet() - 2.5, (2, 2, 2), "negative activity"),
+        ("pet", _pet(), (2, 2, 900), "implausible voxel spacing"),
+        ("ct", _ct() / 4096 + 0.25, (1, 1, 1), "normalised image, not Hounsfield"),
+        ("ct", _ct() * 100, (1, 1, 1), "plausible HU"),
+        ("pet", _pet((16, 16, 1)), (2, 2, 2), "smaller than"),
+    ],
+)
+def test_bad_input_gives_clear_error_and_file_is_unchanged(tmp_path, kind, array, spacing, message):
+    path = _write(tmp_path / "bad.nii.gz", array, spacing)
+    before = _sha(path)
+    with pytest.raises(Exception) as excinfo:
+        _load_validate(path, kind)
+    err = _input_error(excinfo)
+    assert message in str(err) and "bad.nii.gz" in str(err)
+    assert _sha(path) == before
+
+
+def test_2d_image_where_3d_expected(tmp_path):
+    path = tmp_path / "slice.nii.gz"
+    nib.save(nib.Nifti1Image(_pet((16, 16)).astype(np.float32), np.eye(4)), str(path))
+    with pytest.raises(Exception) as excinfo:
+        _load_validate(str(path), "pet")
+    err = _input_error(excinfo)
+    assert "expected a 3D image" in str(err) and "slice.nii.gz" in str(err)
+
+
+def test_valid_inputs_pass(tmp_path):
+    assert _load_validate(_write(tmp_path / "pet.nii.gz", _pet()), "pet")["image"].shape == (1, 16, 16, 12)
+    assert _load_validate(_write(tmp_path / "ct.nii.gz", _ct(), (0.7, 0.7, 3)), "ct")["image"].shape[0] == 1
+
+
+def test_mismatched_pair_names_both_files(tmp_path):
+    a = _write(tmp_path / "low.nii.gz", _pet())
+    b = _write(tmp_path / "full.nii.gz", _pet((16, 16, 10)))
+    load = Compose([LoadImaged(["image", "label"], image_only=True), EnsureChannelFirstd(["image", "label"])])
+    with pytest.raises(InputDataError, match="mismatched pair") as err:
+        CheckPaird(["image", "label"])(load({"image": a, "label": b}))
+    assert "low.nii.gz" in str(err.value) and "full.nii.gz" in str(err.value)
+    c = _write(tmp_path / "shifted.nii.gz", _pet(), (2.0, 2.0, 2.5))
+    with pytest.raises(InputDataError, match="affines differ"):
+        CheckPaird(["image", "label"])(load({"image": a, "label": c}))
+
+
+def test_encode_dose_values_and_errors(tmp_path):
+    out = EncodeDosed("drf", "log_drf")({"image": torch.zeros(1), "drf": 20})
+    assert out["meta"].shape == (1,) and float(out["meta"]) == pytest.approx(math.log(20) / 10)
+    out = EncodeDosed("dose", "fraction")({"image": torch.zeros(1), "dose": "0.25"})
+    assert float(out["meta"]) == pytest.approx(0.25) and out["dose"] == 0.25
+    assert float(EncodeDosed("drf", default=4.0)({"image": torch.zeros(1)})["meta"]) == pytest.approx(math.log(4) / 10)
+    path = _write(tmp_path / "nodose.nii.gz", _pet())
+    item = LoadImaged("image", image_only=True)({"image": path})
+    with pytest.raises(InputDataError, match="missing dose metadata 'drf'") as err:
+        EncodeDosed("drf")(item)
+    assert "nodose.nii.gz" in str(err.value)
+    for bad, key, enc in [(0.5, "drf", "log_drf"), (1.5, "dose", "fraction"), (float("nan"), "drf", "log_drf")]:
+        with pytest.raises(InputDataError):
+            EncodeDosed(key, enc)({"image": torch.zeros(1), key: bad})
+
+
+def test_intensity_windows_roundtrip():
+    x = {"image": torch.tensor([[-1024.0, 0.0, 3072.0, 5000.0]])}
+    y = hu_window("image", -1024, 3072)(x)
+    torch.testing.assert_close(y["image"], torch.tensor([[0.0, 0.25, 1.0, 1.0]]))
+    back = hu_window("image", -1024, 3072, inverse=True)(y)
+    torch.testing.assert_close(back["image"][0, :3], x["image"][0, :3])
+    s = suv_scale("image", 10.0)({"image": torch.tensor([[0.0, 25.0]])})
+    torch.testing.assert_close(s["image"], torch.tensor([[0.0, 2.5]]))  # no clipping of hot voxels
+
+
+def test_rand_pet_count_reduction_noise_grows_with_drf():
+    label = torch.full((1, 24, 24, 24), 2.0)
+    c = calibrate_count_scale(2.0)
+    stds = {}
+    for drf in (4, 100):
+        t = RandPETCountReductiond(drfs=[drf], count_scale=c, prob=1.0)
+        t.set_random_state(0)
+        out = t({"label": label, "image": label.clone(), "drf": 1.0})
+        assert out["drf"] == drf
+        assert float(out["image"].mean()) == pytest.approx(2.0, rel=0.02)
+        stds[drf] = float(out["image"].std())
+    assert stds[100] / stds[4] == pytest.approx(5.0, rel=0.15)  # sqrt(100/4)
+    skip = RandPETCountReductiond(count_scale=c, prob=0.0)({"label": label, "image": label + 1, "drf": 7.0})
+    assert skip["drf"] == 7.0 and torch.equal(skip["image"], label + 1)
