@@ -22,7 +22,8 @@ class L1SSIMLoss(nn.Module):
         l1_weight: weight of the L1 term (UDPET reference recipe: 0.95).
         ssim_weight: weight of the (1 - SSIM) term (0.05).
         data_range: intensity range used by SSIM's stability constants, in the normalised units.
-        win_size: SSIM window; patches must be at least this large in every spatial dimension.
+        win_size: SSIM window. Inputs smaller than the window in any spatial dimension (e.g. the 1/4-resolution
+            output of deep supervision on a small patch) get the L1 term only, rescaled to the full weight.
     """
 
     def __init__(
@@ -35,14 +36,14 @@ class L1SSIMLoss(nn.Module):
     ) -> None:
         super().__init__()
         self.l1_weight, self.ssim_weight = float(l1_weight), float(ssim_weight)
+        self.win_size = int(win_size)
         self.l1 = nn.L1Loss()
         self.ssim = SSIMLoss(spatial_dims=spatial_dims, data_range=data_range, win_size=win_size)
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        loss = self.l1_weight * self.l1(pred, target)
-        if self.ssim_weight:
-            loss = loss + self.ssim_weight * self.ssim(pred, target)
-        return loss
+        if not self.ssim_weight or min(pred.shape[2:]) < self.win_size:
+            return (self.l1_weight + self.ssim_weight) * self.l1(pred, target)
+        return self.l1_weight * self.l1(pred, target) + self.ssim_weight * self.ssim(pred, target)
 
 
 class GradientLoss(nn.Module):

@@ -49,6 +49,8 @@ def test_l1_ssim_loss_weights():
     torch.testing.assert_close(l1_only, (a - b).abs().mean())
     assert float(L1SSIMLoss(3, l1_weight=0.0, ssim_weight=1.0, win_size=7)(a, a)) == pytest.approx(0.0, abs=1e-5)
     assert float(L1SSIMLoss(3, win_size=7)(a, b)) > 0.0
+    small_a, small_b = a[..., :4, :4, :4], b[..., :4, :4, :4]  # smaller than the SSIM window: L1 only
+    torch.testing.assert_close(L1SSIMLoss(3, win_size=7)(small_a, small_b), (small_a - small_b).abs().mean())
 
 
 def test_gradient_loss_only_sees_chosen_axes():

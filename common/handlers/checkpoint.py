@@ -59,12 +59,21 @@ def last_checkpoint(ckpt_dir: str | os.PathLike) -> str | None:
 
 
 class LastCheckpointSaver:
-    """Save every object of ``save_dict`` to ``<ckpt_dir>/checkpoint_last.pt`` after each ``interval`` epochs."""
+    """Save every object of ``save_dict`` to ``<ckpt_dir>/checkpoint_last.pt`` after each ``interval`` epochs.
 
-    def __init__(self, ckpt_dir: str, save_dict: Mapping[str, Any], interval: int = 1) -> None:
+    The engine it is attached to is saved too, under ``engine_key`` (a config cannot reference the trainer from
+    the trainer's own handler list without a circular reference).
+    """
+
+    def __init__(
+        self, ckpt_dir: str, save_dict: Mapping[str, Any], interval: int = 1, engine_key: str | None = "trainer"
+    ) -> None:
         self.ckpt_dir, self.save_dict, self.interval = Path(ckpt_dir), dict(save_dict), max(1, int(interval))
+        self.engine_key = engine_key
 
     def attach(self, engine: Engine) -> None:
+        if self.engine_key:
+            self.save_dict[self.engine_key] = engine
         engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self.save)
         engine.add_event_handler(Events.COMPLETED, self.save)
 
@@ -116,15 +125,23 @@ class BestModelSaver:
 
 
 class ResumeFromLatest:
-    """Resume training from ``<ckpt_dir>/checkpoint_last.pt`` when it exists (nothing happens otherwise)."""
+    """Resume training from ``<ckpt_dir>/checkpoint_last.pt`` when it exists (nothing happens otherwise).
 
-    def __init__(self, ckpt_dir: str, load_dict: Mapping[str, Any], map_location: Any = "cpu") -> None:
+    The engine it is attached to is restored too (epoch, iteration) from the ``engine_key`` entry.
+    """
+
+    def __init__(
+        self, ckpt_dir: str, load_dict: Mapping[str, Any], map_location: Any = "cpu", engine_key: str | None = "trainer"
+    ) -> None:
         self.ckpt_dir, self.load_dict, self.map_location = ckpt_dir, dict(load_dict), map_location
+        self.engine_key = engine_key
         self.path = last_checkpoint(ckpt_dir)
 
     def attach(self, engine: Engine) -> None:
         if self.path is None:
             return
+        if self.engine_key:
+            self.load_dict[self.engine_key] = engine
         logger.info("resuming from %s", self.path)
         print(f"resuming from {self.path}", flush=True)
         CheckpointLoader(load_path=self.path, load_dict=self.load_dict, map_location=self.map_location).attach(engine)

@@ -672,8 +672,9 @@ def paint_lesions(
     layer: str,
     value_fn,
     shell_mm: tuple[float, float] = (2.0, 8.0),
-) -> tuple[np.ndarray, np.ndarray]:
-    """Paint lesions and return ``(lesion id map int16 (X, Y, Z), per-lesion local background of ``layer``)``.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Paint lesions; return the lesion id map (int16 (X, Y, Z), lesion i+1), the per-lesion local background of
+    ``layer`` and the per-lesion host label (label at the centre before painting).
 
     Args:
         value_fn: ``(index, lesion, background) -> {layer: value}``; ``background`` is the mean of ``layer`` in a
@@ -681,6 +682,7 @@ def paint_lesions(
     """
     lesions = np.zeros(canvas.grid.shape, dtype=np.int16)
     backgrounds = []
+    hosts = [int(canvas.labels[canvas.grid.voxel_index(pl.center_mm)]) for pl in placed]
     for pl in placed:
         ids = [anatomy.labels[n] for n in host_groups.get(pl.host, (pl.host,))]
         backgrounds.append(local_background(canvas, layer, pl.center_mm, pl.diameter_mm / 2.0, ids, shell_mm))
@@ -692,7 +694,7 @@ def paint_lesions(
         if out is not None:
             region, occ = out
             lesions[region][occ >= 0.5] = i + 1
-    return lesions, np.asarray(backgrounds, dtype=np.float32)
+    return lesions, np.asarray(backgrounds, dtype=np.float32), np.asarray(hosts, dtype=np.int16)
 
 
 def lesion_arrays(placed: Sequence[PlacedLesion]) -> dict[str, np.ndarray]:

@@ -128,7 +128,8 @@ def ct_head_phantom(
     Returns:
         ``hu`` (float32 (X, Y, Z)), ``labels`` (int16, :data:`CT_HEAD_LABELS`), ``lesions`` (int16, lesion i+1),
         ``lesion_diameters_mm`` (n,), ``lesion_centers_mm`` (n, 3), ``lesion_delta_hu`` (n,: lesion minus local
-        background) and ``lesion_background`` (n,: local background HU).
+        background), ``lesion_background`` (n,: local background HU) and ``lesion_host_label`` (n,: label around the
+        lesion).
     """
     geom, val, tex, les = seed_streams(seed)
     grid = Grid(shape, spacing_mm)
@@ -140,8 +141,14 @@ def ct_head_phantom(
     groups = {"brain": ("grey", "white", "deep_grey")}
     placed = place_lesions(les, grid, canvas.labels, anatomy.labels, specs, groups)
     delta = (les.uniform(5.0, 15.0, len(placed)) * les.choice([-1.0, 1.0], len(placed))).astype(np.float32)
-    lesions, bg = paint_lesions(canvas, anatomy, placed, groups, "hu", lambda i, pl, b: {"hu": b + float(delta[i])})
-    return _finish(canvas, lesions, lesion_arrays(placed) | {"lesion_delta_hu": delta, "lesion_background": bg})
+    lesions, bg, host = paint_lesions(
+        canvas, anatomy, placed, groups, "hu", lambda i, pl, b: {"hu": b + float(delta[i])}
+    )
+    return _finish(
+        canvas,
+        lesions,
+        lesion_arrays(placed) | {"lesion_delta_hu": delta, "lesion_background": bg, "lesion_host_label": host},
+    )
 
 
 def ct_body_phantom(
@@ -173,7 +180,11 @@ def ct_body_phantom(
     def value(i, pl, b):
         return {"hu": float(nodule_hu[i]) if pl.host == "lung" else b + float(liver_delta[i])}
 
-    lesions, bg = paint_lesions(canvas, anatomy, placed, {}, "hu", value)
+    lesions, bg, host = paint_lesions(canvas, anatomy, placed, {}, "hu", value)
     delta = np.asarray([value(i, pl, b)["hu"] - b for i, (pl, b) in enumerate(zip(placed, bg, strict=True))])
-    extra = lesion_arrays(placed) | {"lesion_delta_hu": delta.astype(np.float32), "lesion_background": bg}
+    extra = lesion_arrays(placed) | {
+        "lesion_delta_hu": delta.astype(np.float32),
+        "lesion_background": bg,
+        "lesion_host_label": host,
+    }
     return _finish(canvas, lesions, extra)

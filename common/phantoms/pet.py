@@ -143,8 +143,8 @@ def pet_torso_phantom(
     Returns:
         ``activity`` (SUV, float32 (X, Y, Z), noise-free), ``mu_map`` (1/mm at 511 keV, float32), ``labels`` (int16,
         :data:`PET_TORSO_LABELS`), ``lesions`` (int16, lesion i+1), ``lesion_diameters_mm`` (n,),
-        ``lesion_centers_mm`` (n, 3), ``lesion_contrast`` (n,: lesion SUV / local background) and
-        ``lesion_background`` (n,: local background SUV).
+        ``lesion_centers_mm`` (n, 3), ``lesion_contrast`` (n,: lesion SUV / local background),
+        ``lesion_background`` (n,: local background SUV), ``lesion_host_label`` (n,: label around the lesion).
     """
     geom, val, tex, les = seed_streams(seed)
     grid = Grid(shape, spacing_mm)
@@ -166,7 +166,7 @@ def pet_torso_phantom(
     groups = {"soft": ("soft_tissue", "fat")}
     placed = place_lesions(les, grid, canvas.labels, anatomy.labels, specs, groups)
     contrast = les.uniform(2.0, 8.0, len(placed)).astype(np.float32)
-    lesions, bg = paint_lesions(
+    lesions, bg, host = paint_lesions(
         canvas,
         anatomy,
         placed,
@@ -174,7 +174,7 @@ def pet_torso_phantom(
         "activity",
         lambda i, pl, b: {"activity": float(contrast[i]) * b, "mu": 0.0096},
     )
-    extra = lesion_arrays(placed) | {"lesion_contrast": contrast, "lesion_background": bg}
+    extra = lesion_arrays(placed) | {"lesion_contrast": contrast, "lesion_background": bg, "lesion_host_label": host}
     return _finish(canvas, lesions, extra)
 
 
@@ -214,11 +214,11 @@ def pet_brain_phantom(
     groups = {"brain": ("grey", "white", "deep_grey")}
     placed = place_lesions(les, grid, canvas.labels, anatomy.labels, specs, groups)
     grey_id = anatomy.labels["grey"]
-    hot = [bool(canvas.labels[_voxel(grid, pl.center_mm)] != grey_id) for pl in placed]
+    hot = [bool(canvas.labels[grid.voxel_index(pl.center_mm)] != grey_id) for pl in placed]
     contrast = np.asarray(
         [les.uniform(2.0, 4.0) if h else les.uniform(0.3, 0.6) for h in hot], dtype=np.float32
     ).reshape(-1)
-    lesions, bg = paint_lesions(
+    lesions, bg, host = paint_lesions(
         canvas,
         anatomy,
         placed,
@@ -226,12 +226,5 @@ def pet_brain_phantom(
         "activity",
         lambda i, pl, b: {"activity": float(contrast[i]) * b, "mu": 0.0096},
     )
-    extra = lesion_arrays(placed) | {"lesion_contrast": contrast, "lesion_background": bg}
+    extra = lesion_arrays(placed) | {"lesion_contrast": contrast, "lesion_background": bg, "lesion_host_label": host}
     return _finish(canvas, lesions, extra)
-
-
-def _voxel(grid: Grid, center_mm) -> tuple[int, int, int]:
-    """Index of the voxel whose centre is ``center_mm``."""
-    return tuple(
-        int(round(c / s + (n - 1) / 2.0)) for c, s, n in zip(center_mm, grid.spacing_mm, grid.shape, strict=True)
-    )  # type: ignore[return-value]

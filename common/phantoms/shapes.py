@@ -83,6 +83,13 @@ class Grid:
             slices.append(slice(i0, i1))
         return tuple(slices)  # type: ignore[return-value]
 
+    def voxel_index(self, point_mm: Sequence[float]) -> tuple[int, int, int]:
+        """Index of the voxel whose centre is nearest to ``point_mm`` (clipped to the grid)."""
+        return tuple(
+            int(np.clip(round(p / s + (n - 1) / 2.0), 0, n - 1))
+            for p, s, n in zip(point_mm, self.spacing_mm, self.shape, strict=True)
+        )  # type: ignore[return-value]
+
     def coords(self, region: Region | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Open-grid coordinates (mm) of ``region``: arrays of shapes (n,1,1), (1,m,1), (1,1,k) that broadcast."""
         region = region or (slice(None), slice(None), slice(None))

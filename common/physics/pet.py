@@ -54,6 +54,7 @@ __all__ = [
 # Relative noise std (fraction of the mean) measured in a brain phantom after OSEM, by DRF (METHODS.md).
 MEASURED_OSEM_REL_NOISE: dict[int, float] = {1: 0.023, 4: 0.046, 10: 0.072, 20: 0.101, 50: 0.158, 100: 0.221}
 
+_SLAB_ELEMENTS = 1 << 23  # sinogram route: slices reconstructed together (N * N * z voxels), bounds memory
 _TRUNCATE = 4.0  # Gaussian kernels are cut at 4 sigma (as scipy.ndimage.gaussian_filter)
 
 
@@ -223,7 +224,7 @@ class PETScanner:
         osem_subsets: OSEM subsets (interleaved views); ``n_views`` is cut into that many groups.
         trues_per_voxel: expected unattenuated true counts emitted at DRF 1 by a voxel at the mean activity of the
             active voxels (activity >= 10 % of the 99.5th percentile) — the count level, independent of the activity
-            unit. The default (set on a 18 cm uniform water cylinder, 2 mm voxels, 128^2 slices) gives about
+            unit. The default (set on a 18 cm uniform water cylinder, 2 mm voxels, 128^2 slices, central 8 cm) gives
             2.3 % relative noise at DRF 1, the METHODS.md brain-phantom figure.
     """
 
@@ -325,32 +326,48 @@ def simulate_low_count_pet_sinogram(
     if ref_activity == 0.0:
         return np.zeros(act.shape, dtype=np.float32)
 
-    # canvas (N, N) per slice, flattened to columns: images (N * N, Z), sinograms (A_k, N, Z)
+    # canvas (N, N) per slice; slabs of slices are flattened to columns: images (N * N, z), sinograms (A_k, N, z)
     n = square_canvas_size(((act > 0) | (mu > 0)).any(axis=-1))
     ox, oy = (n - x_size) // 2, (n - y_size) // 2
-
-    def to_columns(volume: np.ndarray) -> np.ndarray:
-        canvas = np.zeros((n, n, n_slices), dtype=np.float32)
-        canvas[ox : ox + x_size, oy : oy + y_size] = volume
-        return canvas.reshape(n * n, n_slices)
-
     operators = _osem_operators(n, scanner.n_views, scanner.osem_subsets)
+    scale = scanner.trues_per_voxel / (scanner.n_views * ref_activity) / drf  # counts per (activity * pixel)
+    rng = np.random.default_rng(seed)
+    out = np.empty(act.shape, dtype=np.float32)
+    step = max(1, _SLAB_ELEMENTS // (n * n))
+    for z0 in range(0, n_slices, step):
+        z1 = min(n_slices, z0 + step)
+        canvas = np.zeros((2, n, n, z1 - z0), dtype=np.float32)
+        canvas[0, ox : ox + x_size, oy : oy + y_size] = act[..., z0:z1]
+        canvas[1, ox : ox + x_size, oy : oy + y_size] = mu[..., z0:z1]
+        image = _simulate_slab(canvas.reshape(2, n * n, z1 - z0), n, operators, scale, voxel_mm, scanner, rng)
+        out[..., z0:z1] = np.clip(image, 0.0, None).reshape(n, n, z1 - z0)[ox : ox + x_size, oy : oy + y_size]
+    return out
+
+
+def _simulate_slab(
+    columns: np.ndarray,
+    n: int,
+    operators: tuple[sp.csr_matrix, ...],
+    scale: float,
+    voxel_mm: float,
+    scanner: PETScanner,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Acquisition + OSEM of ``z`` slices, ``columns`` ``(2, N * N, z)`` = (activity, mu); returns ``(N * N, z)``."""
+    n_slices = columns.shape[-1]
     n_sub_views = [m.shape[0] // n for m in operators]
 
-    def project(k: int, columns: np.ndarray) -> np.ndarray:
-        return (operators[k] @ columns).reshape(n_sub_views[k], n, n_slices)
+    def project(k: int, images: np.ndarray) -> np.ndarray:
+        return (operators[k] @ images).reshape(n_sub_views[k], n, n_slices)
 
     def backproject(k: int, sino: np.ndarray) -> np.ndarray:  # exact adjoint (ray-driven)
         return operators[k].T @ sino.reshape(-1, n_slices)
 
     psf = scanner.psf_sigma_vox
-    scale = scanner.trues_per_voxel / (scanner.n_views * ref_activity) / drf  # counts per (activity * pixel)
-
     # --- acquisition: expected trues, randoms, scatter; Poisson prompts (per subset of views)
-    act_cols, mu_cols = to_columns(act), to_columns(mu)
-    gains = [scale * np.exp(-voxel_mm * project(k, mu_cols)) for k in range(len(operators))]  # scale * attenuation
-    trues = [g * np.clip(_blur_detector(project(k, act_cols), psf), 0.0, None) for k, g in enumerate(gains)]
-    total_trues = sum(t.sum(axis=(0, 1)) for t in trues)  # (Z,)
+    gains = [scale * np.exp(-voxel_mm * project(k, columns[1])) for k in range(len(operators))]  # scale * atten
+    trues = [g * np.clip(_blur_detector(project(k, columns[0]), psf), 0.0, None) for k, g in enumerate(gains)]
+    total_trues = sum(t.sum(axis=(0, 1)) for t in trues)  # (z,)
     c = n // 2
     fov = (np.abs(np.arange(n) - c) <= c - 2).astype(np.float32)[None, :, None]  # detector bins inside the FOV
     randoms_per_bin = scanner.randoms_fraction * total_trues / (scanner.n_views * fov.sum())
@@ -358,7 +375,6 @@ def simulate_low_count_pet_sinogram(
     scatter_total = sum(s.sum(axis=(0, 1)) for s in scatter_shape)
     scatter_gain = scanner.scatter_fraction * total_trues / np.maximum(scatter_total, 1e-30)
     additive = [(randoms_per_bin * fov + scatter_gain * s).astype(np.float32) for s in scatter_shape]
-    rng = np.random.default_rng(seed)
     prompts = [rng.poisson(t + b).astype(np.float32) for t, b in zip(trues, additive, strict=True)]
 
     # --- OSEM with the same model: expected prompts = gain * g*(R x) + additive; sensitivity R^T g*(gain)
@@ -373,5 +389,4 @@ def simulate_low_count_pet_sinogram(
             ratio = np.divide(y, expected, out=np.zeros_like(expected), where=expected > 0)
             update = backproject(k, _blur_detector(gain * ratio, psf))
             image = np.where(valid[k], image * update / np.maximum(sens[k], 1e-30), 0.0).astype(np.float32)
-    out = np.clip(image, 0.0, None).reshape(n, n, n_slices)[ox : ox + x_size, oy : oy + y_size]
-    return np.ascontiguousarray(out, dtype=np.float32)
+    return image
