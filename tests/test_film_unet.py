@@ -24,6 +24,15 @@ SMALL = {"channels": (4, 8, 8, 8), "bottleneck_channels": 8, "film_hidden": 8}
 SHAPE = (20, 18, 17)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one thread avoids OpenMP contention on the shared 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)

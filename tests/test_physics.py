@@ -118,8 +118,14 @@ def poisson_only_sim() -> tuple[CTLowDoseSimulator, np.ndarray]:
     return CTLowDoseSimulator(hu, PIXEL_MM, CTAcquisition(n_views=N_VIEWS, electronic_noise_std=0.0)), centre
 
 
-def test_ct_noise_follows_inverse_sqrt_dose_and_is_unbiased(poisson_only_sim) -> None:
-    sim, centre = poisson_only_sim
+@pytest.fixture(scope="module")
+def default_sim() -> tuple[CTLowDoseSimulator, np.ndarray]:
+    hu, centre = _water_cylinder()
+    return CTLowDoseSimulator(hu, PIXEL_MM, CTAcquisition(n_views=N_VIEWS)), centre  # default electronic noise
+
+
+def test_ct_noise_follows_inverse_sqrt_dose_and_is_unbiased(default_sim) -> None:
+    sim, centre = default_sim
     ref = sim.reference()
     assert ref.shape == sim.shape and ref.dtype == np.float32
     assert abs(float(ref[centre].mean())) < 5.0  # water reads 0 HU: mu, pixel size and HU conversions agree
@@ -137,7 +143,7 @@ def test_ct_noise_follows_inverse_sqrt_dose_and_is_unbiased(poisson_only_sim) ->
 def test_ct_electronic_noise_matters_at_low_dose_only(poisson_only_sim) -> None:
     sim, centre = poisson_only_sim
     hu, _ = _water_cylinder(n_slices=1)
-    with_e = CTLowDoseSimulator(hu[..., 0], PIXEL_MM, CTAcquisition(n_views=N_VIEWS))  # default 10 counts
+    with_e = CTLowDoseSimulator(hu[..., 0], PIXEL_MM, CTAcquisition(n_views=N_VIEWS, electronic_noise_std=10.0))
     ref = with_e.reference()
     base = sim.reference()[..., 0]
     assert np.abs(ref - base).max() < 1e-3

@@ -16,13 +16,14 @@ Frames (mm, RAS+: +x patient's right, +y anterior, +z superior):
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from common.phantoms.shapes import (
     Box,
+    Canvas,
     Capsule,
     Difference,
     Ellipsoid,
@@ -148,7 +149,6 @@ def torso_diaphragm_z(grid: Grid) -> float:
 
 def torso_anatomy(
     rng: np.random.Generator,
-    grid: Grid,
     *,
     diaphragm_z_mm: float,
     fit_half_width_mm: float | None = None,
@@ -158,7 +158,6 @@ def torso_anatomy(
 
     Args:
         rng: geometry random generator (sizes, positions, vessel trees).
-        grid: target grid (only its extent is used, for framing).
         diaphragm_z_mm: grid z (mm) of the top of the right diaphragm dome.
         fit_half_width_mm: if given, the whole cross-section is scaled down (never up) so the body half-width is at
             most this (CT: keep the body inside the scan circle).
@@ -640,7 +639,7 @@ def seed_streams(seed: int, n: int = 4) -> list[np.random.Generator]:
     return [np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(n)]
 
 
-def paint_anatomy(canvas, anatomy: Anatomy, values) -> None:
+def paint_anatomy(canvas: Canvas, anatomy: Anatomy, values: Callable[[str], Mapping[str, float | np.ndarray]]) -> None:
     """Paint every part of ``anatomy`` on ``canvas`` (a :class:`~common.phantoms.shapes.Canvas`).
 
     Args:
@@ -652,7 +651,12 @@ def paint_anatomy(canvas, anatomy: Anatomy, values) -> None:
 
 
 def local_background(
-    canvas, layer: str, center_mm: Vec3, radius_mm: float, host_ids: Sequence[int], shell_mm: tuple[float, float]
+    canvas: Canvas,
+    layer: str,
+    center_mm: Vec3,
+    radius_mm: float,
+    host_ids: Sequence[int],
+    shell_mm: tuple[float, float],
 ) -> float:
     """Mean of ``layer`` over host voxels in a shell ``shell_mm`` (mm beyond the sphere surface) around a sphere."""
     outer = Sphere(center_mm, radius_mm + shell_mm[1])
@@ -665,12 +669,12 @@ def local_background(
 
 
 def paint_lesions(
-    canvas,
+    canvas: Canvas,
     anatomy: Anatomy,
     placed: Sequence[PlacedLesion],
     host_groups: dict[str, tuple[str, ...]],
     layer: str,
-    value_fn,
+    value_fn: Callable[[int, PlacedLesion, float], Mapping[str, float]],
     shell_mm: tuple[float, float] = (2.0, 8.0),
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Paint lesions; return the lesion id map (int16 (X, Y, Z), lesion i+1), the per-lesion local background of

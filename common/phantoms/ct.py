@@ -165,9 +165,7 @@ def ct_body_phantom(
     geom, val, tex, les = seed_streams(seed)
     grid = Grid(shape, spacing_mm)
     half_fov = float(min(grid.half_extent_mm[:2]))
-    anatomy = torso_anatomy(
-        geom, grid, diaphragm_z_mm=float(geom.uniform(-20.0, 15.0)), fit_half_width_mm=0.92 * half_fov
-    )
+    anatomy = torso_anatomy(geom, diaphragm_z_mm=float(geom.uniform(-20.0, 15.0)), fit_half_width_mm=0.92 * half_fov)
     canvas, _ = _render(grid, anatomy, CT_BODY_TISSUES, val, tex)
 
     n_nod, n_liv = int(les.integers(2, 5)), int(les.integers(1, 3))

@@ -13,15 +13,18 @@ the phantom seed is ``SeedSequence(seed, spawn_key=(i,)).generate_state(1)[0]`` 
 DRF-20 input does not change when other DRFs are added.
 
 Cache: ``params_hash`` hashes the generator record (function, version, every parameter, the seed and a hash of the
-phantom / physics source code). When ``out_dir/datalist.json`` has the same hash and all its files exist, the builder
-logs a cache hit and returns without writing. Otherwise it generates into a temporary folder inside ``out_dir``,
-moves each file into place (``os.replace``), deletes only the files the *previous* datalist listed as its own and that
-the new one no longer uses, and writes the datalist last; files it does not own are never touched.
+phantom / physics code, docstrings and formatting excluded). When ``out_dir/datalist.json`` has the same hash and all
+its files exist, the builder logs a cache hit and returns without writing. Otherwise it generates into a temporary
+folder inside ``out_dir``, moves each file into place (``os.replace``), deletes only the files the *previous* datalist
+listed as its own (``files``) and the new one no longer uses, and writes the datalist last; files it does not own are
+never touched. Two builders writing the same folder at the same time are not coordinated (no lock).
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -92,16 +95,29 @@ def _level_tag(value: float) -> str:
     return text.replace(".", "p").replace("-", "m")
 
 
+@functools.lru_cache(maxsize=1)
 def _code_hash() -> str:
-    """Hash of the phantom and physics source files: a code change invalidates cached datasets."""
+    """Hash of the phantom and physics code (syntax trees without docstrings, so comment, docstring and formatting
+    edits keep cached datasets valid while any change of the computation invalidates them)."""
     import common.phantoms as phantoms_pkg
     import common.physics as physics_pkg
 
     digest = hashlib.sha256()
     for pkg in (phantoms_pkg, physics_pkg):
         for path in sorted(Path(pkg.__file__).parent.glob("*.py")):
+            tree = ast.parse(path.read_text())
+            for node in ast.walk(tree):
+                body = getattr(node, "body", None)
+                if (
+                    isinstance(body, list)
+                    and body
+                    and isinstance(body[0], ast.Expr)
+                    and isinstance(body[0].value, ast.Constant)
+                    and isinstance(body[0].value.value, str)
+                ):
+                    node.body = body[1:] or [ast.Pass()]
             digest.update(path.name.encode())
-            digest.update(path.read_bytes())
+            digest.update(ast.dump(tree, annotate_fields=False).encode())
     return digest.hexdigest()[:16]
 
 
@@ -196,7 +212,6 @@ class _Writer:
     def save(self, rel: str, array: np.ndarray, affine: np.ndarray, dtype: type = np.float32) -> str:
         """Queue ``array`` for writing to ``rel`` (relative path); at most 16 writes are pending (bounded memory)."""
         self.files.append(rel)
-        self._jobs = [job for job in self._jobs if not job.done() or job.result() is None]
         while len(self._jobs) >= 16:
             self._jobs.pop(0).result()
         self._jobs.append(self._pool.submit(self._save, array, affine, self.tmp / rel, dtype=dtype))
@@ -452,15 +467,19 @@ def build_ct_dataset(
     """Low-dose CT pairs (projection-domain simulation) on head / body phantoms; returns the datalist path.
 
     Volumes alternate over ``anatomies`` (volume ``i`` is ``anatomies[i % len(anatomies)]``); ``n_train`` etc. count
-    volumes over all anatomies. Writes ``phantom/<vol>.nii.gz`` (raw phantom HU), ``fulldose/<vol>.nii.gz`` (the
-    label: FBP of the noise-free sinogram, so it has the same reconstruction blur as the input),
-    ``lowdose/<vol>_dose<pct>.nii.gz`` (``CTLowDoseSimulator.simulate(dose, seed)``; the clean sinogram is computed
-    once per volume and reused across doses), ``labels/`` and ``lesions/`` (int16).
+    volumes over all anatomies. Writes ``fulldose/<vol>.nii.gz`` (the label: FBP of the noise-free sinogram, so it has
+    the same reconstruction blur as the input), ``lowdose/<vol>_dose<pct>.nii.gz``
+    (``CTLowDoseSimulator.simulate(dose, seed)``; the clean sinogram is computed once per volume and reused across
+    doses), ``phantom_hu/<vol>.nii.gz`` (raw phantom HU), ``labels/`` and ``lesions/`` (int16). The raw-HU folder is
+    not called ``phantom/``: MONAI's datalist loader turns any item string naming an existing path into an absolute
+    path, so such a folder would rewrite ``"source": "phantom"``.
 
     Args:
         doses: dose fractions in (0, 1], used in every split.
         acquisition: a :class:`common.physics.CTAcquisition` (default one if ``None``).
         grids: per anatomy ``(shape, spacing_mm)``; default :data:`CT_GRIDS`.
+
+    Note: monai 1.6.1 ``load_decathlon_datalist`` raises ``IndexError`` on an empty ``"test"`` list (``n_test=0``).
     """
     from common.physics import CTAcquisition
 
@@ -490,7 +509,7 @@ def build_ct_dataset(
         "description": (
             "Deterministic head and chest/abdomen CT phantoms (HU) with projection-domain low-dose simulation "
             "(Poisson + electronic noise on the sinogram, FBP). label = FBP of the noise-free sinogram; image = FBP "
-            "at the item's dose fraction; phantom/ = raw phantom HU."
+            "at the item's dose fraction; phantom_hu/ = raw phantom HU."
         ),
         "modality": "CT",
         "label_tables": {a: _CT_LABEL_TABLES[a] for a in anatomies},
@@ -509,7 +528,7 @@ def build_ct_dataset(
             vid = f"{anatomy}_{i:03d}"
             simulator = CTLowDoseSimulator(phantom["hu"], float(spacing[0]), acquisition)
             label = writer.save(f"fulldose/{vid}.nii.gz", simulator.reference(), affine)
-            raw = writer.save(f"phantom/{vid}.nii.gz", phantom["hu"], affine)
+            raw = writer.save(f"phantom_hu/{vid}.nii.gz", phantom["hu"], affine)
             labels = writer.save(f"labels/{vid}.nii.gz", phantom["labels"], affine, np.int16)
             lesions = writer.save(f"lesions/{vid}.nii.gz", phantom["lesions"], affine, np.int16)
             for dose in dose_list:

@@ -148,7 +148,7 @@ def pet_torso_phantom(
     """
     geom, val, tex, les = seed_streams(seed)
     grid = Grid(shape, spacing_mm)
-    anatomy = torso_anatomy(geom, grid, diaphragm_z_mm=torso_diaphragm_z(grid) + float(geom.uniform(-12.0, 12.0)))
+    anatomy = torso_anatomy(geom, diaphragm_z_mm=torso_diaphragm_z(grid) + float(geom.uniform(-12.0, 12.0)))
     base, mu = _sample_table(val, PET_TORSO_TISSUES)
     base["rv_wall"] = base["myocardium"] * float(val.uniform(0.3, 0.5))
     canvas = Canvas(grid, {"activity": 0.0, "mu": 0.0})
@@ -200,7 +200,7 @@ def pet_brain_phantom(
         center_z_mm=center_z,
         cortex_mm=(6.0, 9.0),
         sulcus_width_mm=0.0,
-        fissure_width_mm=3.0,
+        fissure_width_mm=1.5,
         gyral_amplitude=0.45,
     )
     base, mu = _sample_table(val, PET_BRAIN_TISSUES)
