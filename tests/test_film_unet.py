@@ -363,3 +363,22 @@ def test_two_dimensional_and_bad_arguments() -> None:
         FiLMUNet(pooling="lp")
     with pytest.raises(ValueError, match="num_ds_heads"):
         FiLMUNet(**SMALL, deep_supervision=True, num_ds_heads=4)
+
+
+def test_residual_scale_makes_the_network_scale_equivariant() -> None:
+    """InstanceNorm features ignore the input's scale: with residual_scale='std' the noise estimate follows the
+    intensity (net(a x) = a net(x)); with 'none' (the original layout) the residual does not scale."""
+    x, meta = _x(), torch.tensor([[0.3]])
+    outs = {}
+    for mode in ("std", "none"):
+        torch.manual_seed(0)
+        net = FiLMUNet(**SMALL, residual_scale=mode).eval()
+        torch.nn.init.normal_(net.final.weight)
+        with torch.no_grad():
+            outs[mode] = (net(x, meta), net(7.0 * x, meta))
+    a, b = outs["std"]
+    assert float((b - 7.0 * a).abs().max() / (7.0 * a).abs().max()) < 1e-3
+    a, b = outs["none"]
+    assert float((b - 7.0 * a).abs().max() / (7.0 * a).abs().max()) > 1e-2
+    with pytest.raises(ValueError, match="residual_scale"):
+        FiLMUNet(**SMALL, residual_scale="max")

@@ -175,9 +175,10 @@ class DeepSupervisionHead(nn.Module):
         self.conv = Conv[Conv.CONV, spatial_dims](in_channels, out_channels, 1)
         self.pool = Pool[Pool.AVG, spatial_dims](kernel_size=2**level, stride=2**level)
 
-    def forward(self, features: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-        """``features`` from the decoder, ``image`` = the (padded) residual base at full resolution."""
-        out = self.conv(features)
+    def forward(self, features: torch.Tensor, image: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """``features`` from the decoder, ``image`` = the (padded) residual base at full resolution, ``scale`` the
+        residual scale ``(B, out_channels, 1, ...)`` (ones when the network is not scale-equivariant)."""
+        out = self.conv(features) * scale
         if self.residual:
             out = self.pool(image) - out
         return out
@@ -226,6 +227,12 @@ class FiLMUNet(nn.Module):
             in eval mode (inference, TorchScript) only the final tensor.
         num_ds_heads: number of auxiliary heads, ``1 .. L - 1``.
         residual: predict the noise and subtract it from the input.
+        residual_scale: ``"std"`` (default) multiplies the predicted residual by the input's per-sample standard
+            deviation over the (padded) spatial axes; ``"none"`` is the original layout. Every block ends in an
+            InstanceNorm, so the features are invariant to the input's scale and offset and an unscaled residual
+            has the same amplitude in a bladder patch (SUV 20) as in a lung patch (SUV 0.3), while the count noise
+            grows with activity; scaling by the std makes the network scale-equivariant
+            (``net(a x) = a net(x)``), which is what a denoiser of Poisson-like noise needs.
 
     Shapes: ``forward(x (B, in_channels, *S), meta (B, meta_dim) | (1, meta_dim) | None) -> (B, out_channels, *S)``.
     A ``meta`` with one row is broadcast to the ``B`` samples (MONAI's ``sliding_window_inference`` passes the
@@ -249,9 +256,12 @@ class FiLMUNet(nn.Module):
         deep_supervision: bool = False,
         num_ds_heads: int = 2,
         residual: bool = True,
+        residual_scale: str = "std",
     ) -> None:
         super().__init__()
         channels = [int(c) for c in channels]
+        if residual_scale not in ("std", "none"):
+            raise ValueError(f"residual_scale must be 'std' or 'none', got {residual_scale!r}")
         num_levels = len(channels)
         if spatial_dims not in (2, 3):
             raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
@@ -287,6 +297,7 @@ class FiLMUNet(nn.Module):
         self.out_channels = out_channels
         self.meta_dim = meta_dim
         self.residual = residual
+        self.scale_by_std = residual_scale == "std"
         self.deep_supervision = deep_supervision
         self.num_ds_heads = num_ds_heads if deep_supervision else 0
         self.pad_multiple = 2**num_levels
@@ -405,7 +416,15 @@ class FiLMUNet(nn.Module):
             dec_feats.append(h)
 
         base = xp.narrow(1, 0, self.out_channels)
-        out = self.final(h)
+        if self.scale_by_std:
+            scale = base.flatten(2).std(dim=2, unbiased=False).clamp_min(1e-6)
+            for _ in range(self.spatial_dims):
+                scale = scale.unsqueeze(-1)
+        else:
+            scale = torch.ones_like(base.narrow(1, 0, 1).flatten(2).narrow(2, 0, 1))
+            for _ in range(self.spatial_dims - 1):
+                scale = scale.unsqueeze(-1)
+        out = self.final(h) * scale
         if self.residual:
             out = base - out
         outs = [self._crop(out, sizes)]
@@ -413,7 +432,7 @@ class FiLMUNet(nn.Module):
             for j, head in enumerate(self.ds_heads):
                 k = j + 1
                 f = 1 << k
-                aux = head(dec_feats[len(dec_feats) - 1 - k], base)
+                aux = head(dec_feats[len(dec_feats) - 1 - k], base, scale)
                 outs.append(self._crop(aux, [(s + f - 1) // f for s in sizes]))
         return outs
 

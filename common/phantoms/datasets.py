@@ -57,6 +57,7 @@ ENV_DATA_DIR = "RESTOREZOO_DATA"
 PET_REFERENCE_SUV = 2.0
 PET_REFERENCE_NOISE_AT_DRF1 = 0.023
 
+PET_PSF_FWHM_MM = 6.0  # resolution of the full-dose reference (clinical whole-body PET with post-filter)
 PET_TORSO_GRID = ((96, 64, 96), (4.0, 4.0, 4.0))
 PET_BRAIN_GRID = ((64, 64, 48), (3.0, 3.0, 3.0))
 CT_GRIDS = {"head": ((128, 128, 24), (1.5, 1.5, 3.0)), "body": ((128, 128, 24), (2.5, 2.5, 3.0))}
@@ -316,6 +317,20 @@ def _brain_flags(sizes: dict[str, int], n_brain: int | None) -> list[bool]:
     return flags
 
 
+def _apply_psf(activity: np.ndarray, spacing_mm: Sequence[float], fwhm_mm: float) -> np.ndarray:
+    """Blur ``activity`` (X, Y, Z) by an isotropic Gaussian PSF of ``fwhm_mm`` (0: unchanged)."""
+    if fwhm_mm < 0 or not np.isfinite(fwhm_mm):
+        raise ValueError(f"psf_fwhm_mm must be >= 0, got {fwhm_mm}")
+    if fwhm_mm == 0:
+        return activity
+    from scipy.ndimage import gaussian_filter
+
+    from common.physics import fwhm_to_sigma
+
+    sigma = [fwhm_to_sigma(fwhm_mm) / float(s) for s in spacing_mm]
+    return gaussian_filter(activity.astype(np.float32), sigma, mode="nearest").astype(np.float32)
+
+
 def build_pet_dataset(
     out_dir: str | os.PathLike,
     *,
@@ -330,25 +345,28 @@ def build_pet_dataset(
     seed: int = 0,
     force: bool = False,
     sigma_vox: float = 1.0,
+    psf_fwhm_mm: float = PET_PSF_FWHM_MM,
     scanner: Any = None,
     torso_grid: tuple[Sequence[int], Sequence[float]] = PET_TORSO_GRID,
     brain_grid: tuple[Sequence[int], Sequence[float]] = PET_BRAIN_GRID,
 ) -> Path:
     """Low-count PET pairs on torso and brain phantoms; returns the datalist path.
 
-    Writes ``fulldose/<vol>.nii.gz`` (noise-free phantom SUV: the reference), ``lowdose/<vol>_drf<D>.nii.gz``,
+    Writes ``fulldose/<vol>.nii.gz`` (the reference: noise-free phantom SUV at the scanner's resolution, i.e. blurred
+    by a Gaussian PSF of ``psf_fwhm_mm``), ``lowdose/<vol>_drf<D>.nii.gz``,
     ``mu/<vol>.nii.gz`` (1/mm at 511 keV), ``labels/<vol>.nii.gz`` (organ labels, int16) and ``lesions/<vol>.nii.gz``
     (one id per lesion, int16).
 
     Args:
         drfs / val_drfs / test_drfs: dose-reduction factors of the training / validation / test inputs (test defaults
             to ``drfs``).
-        route: ``"fast"``: image-domain counting noise on the noise-free phantom, correlated by a Gaussian of
-            ``sigma_vox`` voxels but *without* PSF blur (the reference stays sharp; the count scale is calibrated once
-            with ``calibrate_count_scale(PET_REFERENCE_SUV, PET_REFERENCE_NOISE_AT_DRF1, sigma_vox)``).
-            ``"sinogram"``: projection with attenuation (the mu map), randoms, scatter, Poisson and OSEM
-            (``scanner``: a :class:`common.physics.PETScanner`, default one); the reference is still the noise-free
-            phantom, so the input also carries the scanner PSF.
+        route: ``"fast"``: image-domain counting noise on the reference, correlated by a Gaussian of ``sigma_vox``
+            voxels (the count scale is calibrated once with ``calibrate_count_scale(PET_REFERENCE_SUV,
+            PET_REFERENCE_NOISE_AT_DRF1, sigma_vox)``). ``"sinogram"``: projection of the sharp phantom with
+            attenuation (the mu map), randoms, scatter, Poisson and OSEM (``scanner``: a
+            :class:`common.physics.PETScanner`, default one).
+        psf_fwhm_mm: resolution of the reference (a real full-dose reconstruction is not sharper than the scanner:
+            ~6 mm FWHM for a clinical whole-body protocol with post-filter). 0 keeps the sharp phantom.
         n_brain: number of brain phantoms among the volumes (default: every 4th volume of each split).
         seed: master seed (see the module docstring for the derived seeds).
         force: regenerate even if a matching cached dataset exists.
@@ -385,6 +403,7 @@ def build_pet_dataset(
         "n_brain_volumes": int(sum(brains)),
         "seed": int(seed),
         "sigma_vox": float(sigma_vox),
+        "psf_fwhm_mm": float(psf_fwhm_mm),
         "count_scale": count_scale,
         "reference_suv": PET_REFERENCE_SUV,
         "reference_noise_at_drf1": PET_REFERENCE_NOISE_AT_DRF1,
@@ -395,7 +414,8 @@ def build_pet_dataset(
         "name": "restorezoo-phantom-pet",
         "description": (
             "Deterministic FDG-like torso and brain phantoms (SUV) with simulated low-count inputs. label = noise-free "
-            "phantom activity (no PSF, no noise); image = low-count simulation at the item's DRF."
+            f"phantom activity at the scanner resolution (Gaussian PSF, FWHM {psf_fwhm_mm:g} mm); image = low-count "
+            "simulation at the item's DRF."
         ),
         "modality": "PT",
         "label_tables": {"torso": TORSO_LABELS, "brain": HEAD_LABELS},
@@ -412,16 +432,17 @@ def build_pet_dataset(
             phantom = function(vseed, shape, spacing)
             affine = Grid(shape, spacing).affine()
             vid = f"{anatomy}_{i:03d}"
-            label = writer.save(f"fulldose/{vid}.nii.gz", phantom["activity"], affine)
+            reference = _apply_psf(phantom["activity"], spacing, psf_fwhm_mm)
+            label = writer.save(f"fulldose/{vid}.nii.gz", reference, affine)
             labels = writer.save(f"labels/{vid}.nii.gz", phantom["labels"], affine, np.int16)
             lesions = writer.save(f"lesions/{vid}.nii.gz", phantom["lesions"], affine, np.int16)
             mu = writer.save(f"mu/{vid}.nii.gz", phantom["mu_map"], affine)
             for drf in levels[split]:
                 nseed = noise_seed(seed, i, drf)
                 if route == "fast":
-                    low = simulate_low_count_pet_fast(phantom["activity"], drf, nseed, count_scale, sigma_vox)
+                    low = simulate_low_count_pet_fast(reference, drf, nseed, count_scale, sigma_vox)
                     sim = {"kind": "pet_fast", "drf": drf, "seed": nseed, "count_scale": count_scale,
-                           "sigma_vox": float(sigma_vox), "psf": None}  # fmt: skip
+                           "sigma_vox": float(sigma_vox), "psf_fwhm_mm": float(psf_fwhm_mm)}  # fmt: skip
                 else:
                     low = simulate_low_count_pet_sinogram(
                         phantom["activity"], phantom["mu_map"], float(spacing[0]), drf, nseed, scanner
