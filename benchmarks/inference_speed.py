@@ -79,8 +79,22 @@ def main() -> None:
         return
     rows = []
     for kind in ("reference", "bundle"):
-        cmd = [sys.executable, __file__, "--child", kind, "--bundle", args.bundle, "--threads", str(args.threads),
-               "--repeats", str(args.repeats), "--roi", str(args.roi), "--overlap", str(args.overlap)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            kind,
+            "--bundle",
+            args.bundle,
+            "--threads",
+            str(args.threads),
+            "--repeats",
+            str(args.repeats),
+            "--roi",
+            str(args.roi),
+            "--overlap",
+            str(args.overlap),
+        ]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     ref = rows[0]["voxels_per_s"]
@@ -88,8 +102,10 @@ def main() -> None:
     print("| model | params (M) | s / volume | voxels/s | x reference | peak RSS (MB) |")
     print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['model']} | {r['params_M']:.2f} | {r['seconds']:.2f} | {r['voxels_per_s']:.3g} | "
-              f"{r['voxels_per_s'] / ref:.2f} | {r['peak_rss_MB']:.0f} |")
+        print(
+            f"| {r['model']} | {r['params_M']:.2f} | {r['seconds']:.2f} | {r['voxels_per_s']:.3g} | "
+            f"{r['voxels_per_s'] / ref:.2f} | {r['peak_rss_MB']:.0f} |"
+        )
 
 
 if __name__ == "__main__":

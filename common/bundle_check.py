@@ -48,7 +48,9 @@ def extra_forward_args(meta: dict[str, Any], batch: int = 1) -> dict[str, torch.
             continue
         lo = (spec.get("value_range") or [0, None])[0] or 0.0
         value = float(lo) + 0.3
-        out[name] = torch.full((batch, int(spec["num_channels"])), value, dtype=_DTYPES.get(spec["dtype"], torch.float32))
+        out[name] = torch.full(
+            (batch, int(spec["num_channels"])), value, dtype=_DTYPES.get(spec["dtype"], torch.float32)
+        )
     return out
 
 
@@ -68,8 +70,9 @@ def _check_workflow(config: Path, workflow_type: str, meta: Path, problems: list
 
     try:
         with _quiet():
-            wf = ConfigWorkflow(config_file=str(config), meta_file=str(meta), logging_file=False,
-                                workflow_type=workflow_type)
+            wf = ConfigWorkflow(
+                config_file=str(config), meta_file=str(meta), logging_file=False, workflow_type=workflow_type
+            )
             missing = wf.check_properties()
     except KeyError as err:
         problems.append(f"{config.name}: required {workflow_type} property missing: {err}")
@@ -123,8 +126,14 @@ def validate_bundle(bundle_root: str | Path, run_network: bool = True) -> list[s
         meta = ConfigParser.load_config_file(str(meta_file))
         with _quiet():
             verify_net_in_out(
-                net_id="network_def", meta_file=str(meta_file), config_file=str(configs / "inference.yaml"),
-                device="cpu", n=2, p=1, any=32, extra_forward_args=extra_forward_args(meta),
+                net_id="network_def",
+                meta_file=str(meta_file),
+                config_file=str(configs / "inference.yaml"),
+                device="cpu",
+                n=2,
+                p=1,
+                any=32,
+                extra_forward_args=extra_forward_args(meta),
             )
     except Exception as err:  # noqa: BLE001
         problems.append(f"verify_net_in_out: {type(err).__name__}: {err}")

@@ -41,7 +41,11 @@ def data(kind: str = "pet", out: str | None = None, force: bool = False, seed: i
     datalist path. Default folder: ``$RESTOREZOO_DATA/<kind>`` or ``~/.cache/restorezoo/<kind>``."""
     from common import phantoms
 
-    builders = {"pet": phantoms.build_pet_dataset, "ct": phantoms.build_ct_dataset, "ct_sr": phantoms.build_ct_sr_dataset}
+    builders = {
+        "pet": phantoms.build_pet_dataset,
+        "ct": phantoms.build_ct_dataset,
+        "ct_sr": phantoms.build_ct_sr_dataset,
+    }
     if kind not in builders:
         raise SystemExit(f"unknown kind {kind!r}: choose one of {sorted(builders)}")
     path = builders[kind](out or phantoms.default_data_dir(kind), seed=seed, force=force)
@@ -49,8 +53,15 @@ def data(kind: str = "pet", out: str | None = None, force: bool = False, seed: i
     return str(path)
 
 
-def simulate_ct(input: str, output: str, dose: float, seed: int = 0, i0: float = 1e5, n_views: int = 720,
-                electronic_noise_std: float = 10.0) -> str:
+def simulate_ct(
+    input: str,
+    output: str,
+    dose: float,
+    seed: int = 0,
+    i0: float = 1e5,
+    n_views: int = 720,
+    electronic_noise_std: float = 10.0,
+) -> str:
     """Simulate a low-dose CT (dose fraction in (0, 1]) from a normal-dose NIfTI volume in HU, slice by slice in
     the projection domain (in-plane pixel size read from the affine; square in-plane pixels required)."""
     from common.io import load_nifti, save_nifti
@@ -70,8 +81,17 @@ def simulate_ct(input: str, output: str, dose: float, seed: int = 0, i0: float =
     return str(o)
 
 
-def simulate_pet(input: str, output: str, drf: float, seed: int = 0, route: str = "fast", mu: str | None = None,
-                 reference_suv: float = 2.0, rel_noise_drf1: float = 0.023, sigma_vox: float = 1.0) -> str:
+def simulate_pet(
+    input: str,
+    output: str,
+    drf: float,
+    seed: int = 0,
+    route: str = "fast",
+    mu: str | None = None,
+    reference_suv: float = 2.0,
+    rel_noise_drf1: float = 0.023,
+    sigma_vox: float = 1.0,
+) -> str:
     """Simulate a low-count PET at dose-reduction factor ``drf`` from a full-dose NIfTI (SUV).
 
     ``route=fast``: calibrated image-domain count reduction (noise ``rel_noise_drf1`` at DRF 1 in a region of

@@ -43,7 +43,10 @@ def _split_ids(ids: list[str], val_fraction: float, test_fraction: float, seed: 
 
 
 def datalist_from_folder(
-    folder: str | os.PathLike, out_path: str | os.PathLike, val_fraction: float = 0.2, test_fraction: float = 0.0,
+    folder: str | os.PathLike,
+    out_path: str | os.PathLike,
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.0,
     seed: int = 0,
 ) -> Path:
     """Scan a folder that follows the naming rule above and write a decathlon-style datalist to ``out_path``."""
@@ -67,8 +70,14 @@ def datalist_from_folder(
         vid, kind, value = m.group("id"), m.group("kind"), float(m.group("value"))
         if vid not in refs:
             raise InputDataError(f, f"no matching reference fulldose/{vid}.nii[.gz] (mismatched pair)")
-        item = {"image": str(f.resolve()), "label": str(refs[vid].resolve()), "volume_id": vid, kind: value,
-                "source": "user", "simulation": None}
+        item = {
+            "image": str(f.resolve()),
+            "label": str(refs[vid].resolve()),
+            "volume_id": vid,
+            kind: value,
+            "source": "user",
+            "simulation": None,
+        }
         pairs.setdefault(vid, []).append(item)
     if not pairs:
         raise InputDataError(low_dir, "no low-dose NIfTI files found")

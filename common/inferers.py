@@ -1,11 +1,11 @@
 """Inferers that accept any input shape.
 
-MONAI's ``SlidingWindowInferer`` already blends overlapping windows with a Gaussian importance map; networks with
-``k`` pooling levels additionally need every spatial size to be a multiple of ``2**k``. :class:`PaddedSlidingWindowInferer`
-pads the input to that multiple (replicate padding, so no artificial edge is created), clamps the window to the padded
-volume (a small volume is not inflated to a large ROI), runs MONAI's sliding window, and crops the result back to the
-input's exact shape. Extra positional/keyword arguments (e.g. the dose metadata tensor of shape ``(1, M)``) are passed
-to the network for every window, as MONAI does.
+MONAI's ``SlidingWindowInferer`` already blends overlapping windows with a Gaussian importance map; networks
+with ``k`` pooling levels additionally need every spatial size to be a multiple of ``2**k``.
+:class:`PaddedSlidingWindowInferer` pads the input to that multiple (replicate padding, so no artificial edge is
+created), clamps the window to the padded volume (a small volume is not inflated to a large ROI), runs MONAI's
+sliding window, and crops the result back to the input's exact shape. Extra positional/keyword arguments (e.g. the
+dose metadata tensor of shape ``(1, M)``) are passed to the network for every window, as MONAI does.
 """
 
 from __future__ import annotations

@@ -60,9 +60,7 @@ class GradientLoss(nn.Module):
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         axes = range(pred.ndim - 2) if self.axes is None else self.axes
-        terms = [
-            (torch.diff(pred, dim=a + 2) - torch.diff(target, dim=a + 2)).abs().mean() for a in axes
-        ]
+        terms = [(torch.diff(pred, dim=a + 2) - torch.diff(target, dim=a + 2)).abs().mean() for a in axes]
         return torch.stack(terms).mean()
 
 

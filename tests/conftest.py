@@ -29,6 +29,7 @@ def run_bundle(args: list[str], cwd: Path = ROOT, timeout: int = 900) -> subproc
         [sys.executable, "-m", "monai.bundle", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
     )
     if proc.returncode != 0:
-        pytest.fail(f"monai.bundle {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n"
-                    f"{proc.stderr[-6000:]}")
+        pytest.fail(
+            f"monai.bundle {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
+        )
     return proc

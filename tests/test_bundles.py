@@ -88,8 +88,11 @@ def test_broken_bundle_fails_validation(bundle, tmp_path, mutation):
 def test_smoke_train_resume_infer(bundle, tmp_path, data_cache):
     """One tiny epoch, a resumed second epoch, then inference; from the repo root and from the bundle folder."""
     configs = bundle / "configs"
-    common = [f"--ckpt_dir={tmp_path / 'models'}", f"--output_dir={tmp_path / 'eval'}",
-              f"--data_cache_dir={data_cache / bundle.name}"]
+    common = [
+        f"--ckpt_dir={tmp_path / 'models'}",
+        f"--output_dir={tmp_path / 'eval'}",
+        f"--data_cache_dir={data_cache / bundle.name}",
+    ]
     train = f"['{configs / 'train.yaml'}','{configs / 'smoke.yaml'}']"
     out1 = run_bundle(["run", "training", "--config_file", train, "--max_epochs=1", *common])
     ckpt = tmp_path / "models" / "checkpoint_last.pt"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
@@ -17,8 +16,10 @@ from common.errors import InputDataError
 
 def _nii(path, data, affine=None):
     path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(np.asarray(data, np.float32), np.diag([2.0, 2.0, 3.0, 1.0]) if affine is None else affine),
-             str(path))
+    nib.save(
+        nib.Nifti1Image(np.asarray(data, np.float32), np.diag([2.0, 2.0, 3.0, 1.0]) if affine is None else affine),
+        str(path),
+    )
     return path
 
 

@@ -39,8 +39,18 @@ def _volume(tmp_path, shape=(37, 29, 21)):
 def test_inference_any_shape_keeps_affine_and_units(tmp_path, weights):
     path, data, affine = _volume(tmp_path)
     before = path.read_bytes()
-    run_bundle(["run", "--config_file", str(CONFIGS / "inference.yaml"), f"--input_file={path}", "--drf=20",
-                f"--ckpt_dir={weights}", f"--output_dir={tmp_path / 'out'}", "--roi_size=[32,32,32]"])
+    run_bundle(
+        [
+            "run",
+            "--config_file",
+            str(CONFIGS / "inference.yaml"),
+            f"--input_file={path}",
+            "--drf=20",
+            f"--ckpt_dir={weights}",
+            f"--output_dir={tmp_path / 'out'}",
+            "--roi_size=[32,32,32]",
+        ]
+    )
     outputs = list((tmp_path / "out").glob("*denoised.nii.gz"))
     assert len(outputs) == 1
     img = nib.load(str(outputs[0]))
@@ -60,9 +70,21 @@ def test_inference_without_drf_is_a_clear_error(tmp_path, weights):
 
     path, _, _ = _volume(tmp_path)
     proc = subprocess.run(
-        [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(CONFIGS / "inference.yaml"),
-         f"--input_file={path}", f"--ckpt_dir={weights}", f"--output_dir={tmp_path / 'out'}"],
-        capture_output=True, text=True, cwd=ROOT, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "monai.bundle",
+            "run",
+            "--config_file",
+            str(CONFIGS / "inference.yaml"),
+            f"--input_file={path}",
+            f"--ckpt_dir={weights}",
+            f"--output_dir={tmp_path / 'out'}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
     )
     assert proc.returncode != 0
     assert "pet.nii.gz: missing dose metadata 'drf'" in proc.stderr + proc.stdout
@@ -75,9 +97,21 @@ def test_inference_without_weights_names_the_file(tmp_path):
 
     path, _, _ = _volume(tmp_path)
     proc = subprocess.run(
-        [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(CONFIGS / "inference.yaml"),
-         f"--input_file={path}", "--drf=4", f"--ckpt_dir={tmp_path / 'nothing'}"],
-        capture_output=True, text=True, cwd=ROOT, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "monai.bundle",
+            "run",
+            "--config_file",
+            str(CONFIGS / "inference.yaml"),
+            f"--input_file={path}",
+            "--drf=4",
+            f"--ckpt_dir={tmp_path / 'nothing'}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
     )
     assert proc.returncode != 0
     assert "model.pt: missing trained weights" in proc.stderr + proc.stdout

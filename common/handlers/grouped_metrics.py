@@ -147,8 +147,10 @@ class GroupedMetricsReport:
             header.append("PSNR gain (dB)")
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for e in table:
-            cells = [f"{e[self.group_key]:g}" if not isinstance(e[self.group_key], str) else e[self.group_key],
-                     str(e["n"])]
+            cells = [
+                f"{e[self.group_key]:g}" if not isinstance(e[self.group_key], str) else e[self.group_key],
+                str(e["n"]),
+            ]
             for m in self.metric_names:
                 digits = 4 if m in ("ssim", "nrmse") else 2
                 cells += [f"{e[f'input_{m}']:.{digits}f}", f"{e[f'output_{m}']:.{digits}f}"]

@@ -122,8 +122,9 @@ class PanelWriter:
         epoch = self.epoch_engine.state.epoch if self.epoch_engine is not None else engine.state.epoch
         ims = [self._item[k] * self.scale for k in ("image", "pred", "label")]
         title = f"epoch {epoch}" + (f", {self.dose_key} {self._item['dose']:g}" if "dose" in self._item else "")
-        path = save_panel(Path(self.output_dir) / f"{self.prefix}_epoch{epoch}.png", ims, self.titles, self.window,
-                          suptitle=title)
+        path = save_panel(
+            Path(self.output_dir) / f"{self.prefix}_epoch{epoch}.png", ims, self.titles, self.window, suptitle=title
+        )
         latest = Path(self.output_dir) / f"{self.prefix}_latest.png"
         tmp = latest.with_name(f".{latest.name}.tmp")
         tmp.write_bytes(path.read_bytes())

@@ -24,13 +24,29 @@ class AtomicSaveImaged(SaveImaged):
     """Same arguments as ``monai.transforms.SaveImaged`` (``separate_folder`` defaults to False, ``resample`` to
     False and ``output_dtype`` to float32 here: outputs keep the input grid and affine)."""
 
-    def __init__(self, keys: Any, output_dir: str = "./", output_postfix: str = "pred", separate_folder: bool = False,
-                 resample: bool = False, output_dtype: Any = "float32", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        keys: Any,
+        output_dir: str = "./",
+        output_postfix: str = "pred",
+        separate_folder: bool = False,
+        resample: bool = False,
+        output_dtype: Any = "float32",
+        **kwargs: Any,
+    ) -> None:
         import numpy as np
 
         dtype = np.dtype(output_dtype) if isinstance(output_dtype, str) else output_dtype
-        super().__init__(keys, output_dir=output_dir, output_postfix=output_postfix, separate_folder=separate_folder,
-                         resample=resample, output_dtype=dtype, savepath_in_metadict=True, **kwargs)
+        super().__init__(
+            keys,
+            output_dir=output_dir,
+            output_postfix=output_postfix,
+            separate_folder=separate_folder,
+            resample=resample,
+            output_dtype=dtype,
+            savepath_in_metadict=True,
+            **kwargs,
+        )
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)

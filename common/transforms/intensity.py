@@ -13,7 +13,12 @@ __all__ = ["hu_window", "suv_scale"]
 
 
 def hu_window(
-    keys: KeysCollection, low: float, high: float, b_min: float = 0.0, b_max: float = 1.0, clip: bool = True,
+    keys: KeysCollection,
+    low: float,
+    high: float,
+    b_min: float = 0.0,
+    b_max: float = 1.0,
+    clip: bool = True,
     inverse: bool = False,
 ) -> ScaleIntensityRanged:
     """HU ``[low, high]`` -> ``[b_min, b_max]`` (``inverse=True``: back to HU, no clipping)."""
