@@ -64,7 +64,16 @@ class GradientLoss(nn.Module):
         return torch.stack(terms).mean()
 
 
-def deep_supervision(loss: nn.Module, weight_mode: str = "exp", weights: Sequence[float] | None = None) -> nn.Module:
+def deep_supervision(
+    loss: nn.Module, weight_mode: str = "exp", weights: Sequence[float] | None = None, interp_mode: str = "area"
+) -> nn.Module:
     """Wrap ``loss`` in MONAI's ``DeepSupervisionLoss``: ``pred`` may be a list [full-res, 1/2, 1/4, ...] whose
-    weights halve per level (``exp``); the target is interpolated to each output's size."""
-    return DeepSupervisionLoss(loss, weight_mode=weight_mode, weights=None if weights is None else list(weights))
+    weights halve per level (``exp``); the target is resized to each output's size with ``interp_mode``.
+
+    MONAI resizes with ``nearest-exact``, which suits label maps; for images whose auxiliary outputs are
+    average-pooled (as :class:`common.networks.FiLMUNet`'s), ``"area"`` (= average pooling for integer factors) makes
+    the target the same down-sampling as the prediction, so the auxiliary losses carry no irreducible edge error.
+    """
+    ds = DeepSupervisionLoss(loss, weight_mode=weight_mode, weights=None if weights is None else list(weights))
+    ds.interp_mode = interp_mode
+    return ds

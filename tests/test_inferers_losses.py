@@ -62,6 +62,14 @@ def test_gradient_loss_only_sees_chosen_axes():
     assert float(GradientLoss()(a, a + 5.0)) == pytest.approx(0.0)  # offsets have no gradient
 
 
+def test_deep_supervision_area_target_matches_average_pooling():
+    target = torch.rand(1, 1, 8, 8, 8)
+    pooled = torch.nn.functional.avg_pool3d(target, 2)
+    assert float(deep_supervision(nn.L1Loss())([target, pooled], target)) == pytest.approx(0.0, abs=1e-6)
+    nearest = deep_supervision(nn.L1Loss(), interp_mode="nearest-exact")
+    assert float(nearest([target, pooled], target)) > 1e-3
+
+
 def test_deep_supervision_wraps_monai():
     loss = deep_supervision(nn.L1Loss())
     target = torch.ones(1, 1, 8, 8, 8)
