@@ -10,6 +10,8 @@ import torch
 from conftest import ROOT, run_bundle
 from monai.bundle import ConfigParser
 
+from common.networks import MixedPool
+
 BUNDLE = ROOT / "bundles" / "pet_lowdose_film_unet"
 CONFIGS = BUNDLE / "configs"
 
@@ -115,3 +117,32 @@ def test_inference_without_weights_names_the_file(tmp_path):
     )
     assert proc.returncode != 0
     assert "model.pt: missing trained weights" in proc.stderr + proc.stdout
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"conv": "depthwise"}, {"conv": "interleaved"}, {"conv": "mixture"}, {"pooling": "mixed"}, {"pooling": "max"}],
+    ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()),
+)
+def test_variants_are_selectable_from_the_config(overrides):
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "train.yaml"))
+    for key, value in overrides.items():
+        parser[f"network_def#{key}"] = value
+    torch.manual_seed(0)
+    net = parser.get_parsed_content("network_def").eval()
+    if overrides.get("pooling") == "mixed":
+        assert any(isinstance(m, MixedPool) for m in net.modules())
+    if overrides.get("pooling") == "max":
+        assert any(isinstance(m, torch.nn.MaxPool3d) for m in net.modules())
+    x = torch.rand(1, 1, 32, 32, 32)
+    with torch.no_grad():
+        out = net(x, torch.tensor([[0.3]]))
+    assert out.shape == x.shape and torch.isfinite(out).all()
+    default = ConfigParser()
+    default.read_config(str(CONFIGS / "train.yaml"))
+    torch.manual_seed(0)
+    n_default = sum(p.numel() for p in default.get_parsed_content("network_def").parameters())
+    n_variant = sum(p.numel() for p in net.parameters())
+    if "conv" in overrides:
+        assert n_variant != n_default  # the variant really changed the layers
