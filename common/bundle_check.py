@@ -70,9 +70,16 @@ def _check_workflow(config: Path, workflow_type: str, meta: Path, problems: list
 
     try:
         with _quiet():
+            # init_id names no id: initialize() only parses the config (monai 1.6.1 needs it before the property
+            # check) without running the bundle's own `initialize` expressions (which may need weights or data)
             wf = ConfigWorkflow(
-                config_file=str(config), meta_file=str(meta), logging_file=False, workflow_type=workflow_type
+                config_file=str(config),
+                meta_file=str(meta),
+                logging_file=False,
+                workflow_type=workflow_type,
+                init_id="__validate_only__",
             )
+            wf.initialize()
             missing = wf.check_properties()
     except KeyError as err:
         problems.append(f"{config.name}: required {workflow_type} property missing: {err}")

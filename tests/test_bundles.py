@@ -97,14 +97,16 @@ def test_smoke_train_resume_infer(bundle, tmp_path, data_cache):
     out1 = run_bundle(["run", "training", "--config_file", train, "--max_epochs=1", *common])
     ckpt = tmp_path / "models" / "checkpoint_last.pt"
     assert ckpt.is_file() and (tmp_path / "models" / "model.pt").is_file()
-    assert torch.load(ckpt, map_location="cpu", weights_only=False)["trainer"]["epoch"] == 1
-    assert "resuming" not in out1.stdout
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)["trainer"]  # ignite: iteration, epoch_length
+    assert state["iteration"] == state["epoch_length"] * 1
+    assert f"resuming from {ckpt}" not in out1.stdout
     assert list((tmp_path / "eval").glob("*_latest.png")), "no PNG panel written"
     assert list((tmp_path / "eval" / "tensorboard").glob("events.*")), "no TensorBoard log"
     # interrupted-and-rerun: picks up the last checkpoint and trains only the missing epoch
     out2 = run_bundle(["run", "training", "--config_file", train, "--max_epochs=2", *common], cwd=bundle)
-    assert "resuming from" in out2.stdout
-    assert torch.load(ckpt, map_location="cpu", weights_only=False)["trainer"]["epoch"] == 2
+    assert f"resuming from {ckpt}" in out2.stdout
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)["trainer"]
+    assert state["iteration"] == state["epoch_length"] * 2 and state["max_epochs"] == 2
     infer = f"['{configs / 'inference.yaml'}','{configs / 'smoke.yaml'}']"
     run_bundle(["run", "--config_file", infer, *common], cwd=bundle)
     outputs = sorted((tmp_path / "eval").glob("*.nii*"))
