@@ -66,57 +66,28 @@ def test_inference_any_shape_keeps_affine_and_units(tmp_path, weights):
     assert not list((tmp_path / "out").glob(".*tmp*"))  # atomic writes leave no temporary files
 
 
-def test_inference_without_drf_is_a_clear_error(tmp_path, weights):
+def _failing_inference(*args: str) -> str:
+    """Run the inference config with ``args``; it must fail. Returns its combined output."""
     import subprocess
     import sys
 
-    path, _, _ = _volume(tmp_path)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "monai.bundle",
-            "run",
-            "--config_file",
-            str(CONFIGS / "inference.yaml"),
-            f"--input_file={path}",
-            f"--ckpt_dir={weights}",
-            f"--output_dir={tmp_path / 'out'}",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=600,
-    )
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(CONFIGS / "inference.yaml"), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert proc.returncode != 0
-    assert "pet.nii.gz: missing dose metadata 'drf'" in proc.stderr + proc.stdout
+    return proc.stderr + proc.stdout
+
+
+def test_inference_without_drf_is_a_clear_error(tmp_path, weights):
+    path, _, _ = _volume(tmp_path)
+    out = _failing_inference(f"--input_file={path}", f"--ckpt_dir={weights}", f"--output_dir={tmp_path / 'out'}")
+    assert "pet.nii.gz: missing dose metadata 'drf'" in out
     assert not list((tmp_path / "out").glob("*.nii.gz"))
 
 
 def test_inference_without_weights_names_the_file(tmp_path):
-    import subprocess
-    import sys
-
     path, _, _ = _volume(tmp_path)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "monai.bundle",
-            "run",
-            "--config_file",
-            str(CONFIGS / "inference.yaml"),
-            f"--input_file={path}",
-            "--drf=4",
-            f"--ckpt_dir={tmp_path / 'nothing'}",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=600,
-    )
-    assert proc.returncode != 0
-    assert "model.pt: missing trained weights" in proc.stderr + proc.stdout
+    out = _failing_inference(f"--input_file={path}", "--drf=4", f"--ckpt_dir={tmp_path / 'nothing'}")
+    assert "model.pt: missing trained weights" in out
 
 
 @pytest.mark.parametrize(
