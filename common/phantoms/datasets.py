@@ -34,10 +34,10 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -147,6 +147,45 @@ def _split_sizes(n_train: int, n_val: int, n_test: int) -> dict[str, int]:
 def _split_of(sizes: dict[str, int]) -> list[tuple[str, int]]:
     """``(split, index within split)`` of every volume, in global volume order (train, validation, test)."""
     return [(split, k) for split, n in sizes.items() for k in range(n)]
+
+
+class _CTVolume(NamedTuple):
+    index: int
+    split: str
+    vid: str
+    anatomy: str
+    spacing: Sequence[float]
+    phantom: dict[str, np.ndarray]
+    affine: np.ndarray
+    record: dict[str, Any]
+
+
+def _ct_volumes(
+    sizes: dict[str, int],
+    anatomies: Sequence[str],
+    grid_table: dict[str, tuple[Sequence[int], Sequence[float]]],
+    seed: int,
+) -> Iterator[_CTVolume]:
+    """The CT phantoms of a dataset, volume by volume, in global order (train, validation, test).
+
+    Anatomies alternate in ``anatomies`` order; volume ``i`` uses ``volume_seed(seed, i)``; ``record`` is the
+    phantom's provenance (:func:`_phantom_record`).
+    """
+    for i, (split, _) in enumerate(_split_of(sizes)):
+        anatomy = anatomies[i % len(anatomies)]
+        function = _CT_PHANTOMS[anatomy]
+        shape, spacing = grid_table[anatomy]
+        vseed = volume_seed(seed, i)
+        yield _CTVolume(
+            index=i,
+            split=split,
+            vid=f"{anatomy}_{i:03d}",
+            anatomy=anatomy,
+            spacing=spacing,
+            phantom=function(vseed, shape, spacing),
+            affine=Grid(shape, spacing).affine(),
+            record=_phantom_record(function, vseed, shape, spacing),
+        )
 
 
 def _check_levels(name: str, values: Iterable[float], lo: float, hi: float) -> list[float]:
@@ -539,14 +578,8 @@ def build_ct_dataset(
     def fill(writer: _Writer, splits: dict[str, list[dict[str, Any]]]) -> None:
         from common.physics import CTLowDoseSimulator
 
-        for i, (split, _) in enumerate(_split_of(sizes)):
-            anatomy = anatomies[i % len(anatomies)]
-            function = _CT_PHANTOMS[anatomy]
-            shape, spacing = grid_table[anatomy]
-            vseed = volume_seed(seed, i)
-            phantom = function(vseed, shape, spacing)
-            affine = Grid(shape, spacing).affine()
-            vid = f"{anatomy}_{i:03d}"
+        for vol in _ct_volumes(sizes, anatomies, grid_table, seed):
+            i, split, vid, anatomy, spacing, phantom, affine = vol[:7]
             simulator = CTLowDoseSimulator(phantom["hu"], float(spacing[0]), acquisition)
             label = writer.save(f"fulldose/{vid}.nii.gz", simulator.reference(), affine)
             raw = writer.save(f"phantom_hu/{vid}.nii.gz", phantom["hu"], affine)
@@ -568,7 +601,7 @@ def build_ct_dataset(
                         "anatomy": anatomy,
                         "dose": dose,
                         "source": "phantom",
-                        "phantom": _phantom_record(function, vseed, shape, spacing),
+                        "phantom": vol.record,
                         "simulation": {
                             "kind": "ct_projection",
                             "dose": dose,
@@ -653,14 +686,8 @@ def build_ct_sr_dataset(
     }
 
     def fill(writer: _Writer, splits: dict[str, list[dict[str, Any]]]) -> None:
-        for i, (split, _) in enumerate(_split_of(sizes)):
-            anatomy = anatomies[i % len(anatomies)]
-            function = _CT_PHANTOMS[anatomy]
-            shape, spacing = grid_table[anatomy]
-            vseed = volume_seed(seed, i)
-            phantom = function(vseed, shape, spacing)
-            affine = Grid(shape, spacing).affine()
-            vid = f"{anatomy}_{i:03d}"
+        for vol in _ct_volumes(sizes, anatomies, grid_table, seed):
+            i, split, vid, anatomy, spacing, phantom, affine = vol[:7]
             label = writer.save(f"thin/{vid}.nii.gz", phantom["hu"], affine)
             labels = writer.save(f"labels/{vid}.nii.gz", phantom["labels"], affine, np.int16)
             lesions = writer.save(f"lesions/{vid}.nii.gz", phantom["lesions"], affine, np.int16)
@@ -680,7 +707,7 @@ def build_ct_sr_dataset(
                         "anatomy": anatomy,
                         "factor": factor,
                         "source": "phantom",
-                        "phantom": _phantom_record(function, vseed, shape, spacing),
+                        "phantom": vol.record,
                         "simulation": {
                             "kind": "thick_slice",
                             "factor": factor,

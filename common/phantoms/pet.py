@@ -123,6 +123,22 @@ def _sample_table(rng: np.random.Generator, tissues) -> tuple[dict[str, float], 
     return base, mu
 
 
+def _finish_with_lesions(
+    canvas: Canvas, anatomy: Anatomy, placed: list, groups: dict[str, tuple[str, ...]], contrast: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Paint the placed lesions at ``contrast`` x their local background activity (soft-tissue mu) and finish."""
+    lesions, bg, host = paint_lesions(
+        canvas,
+        anatomy,
+        placed,
+        groups,
+        "activity",
+        lambda i, pl, b: {"activity": float(contrast[i]) * b, "mu": 0.0096},
+    )
+    extra = lesion_arrays(placed) | {"lesion_contrast": contrast, "lesion_background": bg, "lesion_host_label": host}
+    return _finish(canvas, lesions, extra)
+
+
 def _finish(canvas: Canvas, lesions: np.ndarray, extra: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     activity = np.maximum(canvas.layers["activity"], 0.0).astype(np.float32)
     mu_map = np.maximum(canvas.layers["mu"], 0.0).astype(np.float32)
@@ -166,16 +182,7 @@ def pet_torso_phantom(
     groups = {"soft": ("soft_tissue", "fat")}
     placed = place_lesions(les, grid, canvas.labels, anatomy.labels, specs, groups)
     contrast = les.uniform(2.0, 8.0, len(placed)).astype(np.float32)
-    lesions, bg, host = paint_lesions(
-        canvas,
-        anatomy,
-        placed,
-        groups,
-        "activity",
-        lambda i, pl, b: {"activity": float(contrast[i]) * b, "mu": 0.0096},
-    )
-    extra = lesion_arrays(placed) | {"lesion_contrast": contrast, "lesion_background": bg, "lesion_host_label": host}
-    return _finish(canvas, lesions, extra)
+    return _finish_with_lesions(canvas, anatomy, placed, groups, contrast)
 
 
 def pet_brain_phantom(
@@ -218,13 +225,4 @@ def pet_brain_phantom(
     contrast = np.asarray(
         [les.uniform(2.0, 4.0) if h else les.uniform(0.3, 0.6) for h in hot], dtype=np.float32
     ).reshape(-1)
-    lesions, bg, host = paint_lesions(
-        canvas,
-        anatomy,
-        placed,
-        groups,
-        "activity",
-        lambda i, pl, b: {"activity": float(contrast[i]) * b, "mu": 0.0096},
-    )
-    extra = lesion_arrays(placed) | {"lesion_contrast": contrast, "lesion_background": bg, "lesion_host_label": host}
-    return _finish(canvas, lesions, extra)
+    return _finish_with_lesions(canvas, anatomy, placed, groups, contrast)
