@@ -23,17 +23,28 @@ from common.errors import InputDataError
 __all__ = ["main"]
 
 
-def _check_paths(inp: str, out: str) -> tuple[Path, Path]:
+def _load_input(inp: str, out: str, ndims: tuple[int, ...] = (3,)) -> tuple[Path, Path, np.ndarray, np.ndarray]:
+    """Check the input exists, is not the output and has ``ndims`` dimensions; returns ``(input, output, array,
+    affine)``."""
+    from common.io import load_nifti
+
     i, o = Path(inp).expanduser(), Path(out).expanduser()
     if not i.exists():
         raise InputDataError(i, "input does not exist")
     if o.resolve() == i.resolve():
         raise InputDataError(i, "output path is the input path: refusing to overwrite the input")
-    return i, o
+    array, affine = load_nifti(i)
+    if array.ndim not in ndims:
+        kinds = " or ".join(f"{n}D" for n in ndims)
+        raise InputDataError(i, f"expected a {kinds} image, got shape {array.shape}")
+    return i, o, array, affine
 
 
 def _spacing(affine: np.ndarray) -> np.ndarray:
-    return np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
+    """Voxel sizes in mm (nibabel's column norms of the affine)."""
+    from nibabel.affines import voxel_sizes
+
+    return voxel_sizes(affine)
 
 
 def data(kind: str = "pet", out: str | None = None, force: bool = False, seed: int = 0) -> str:
@@ -64,13 +75,10 @@ def simulate_ct(
 ) -> str:
     """Simulate a low-dose CT (dose fraction in (0, 1]) from a normal-dose NIfTI volume in HU, slice by slice in
     the projection domain (in-plane pixel size read from the affine; square in-plane pixels required)."""
-    from common.io import load_nifti, save_nifti
+    from common.io import save_nifti
     from common.physics import CTAcquisition, CTLowDoseSimulator
 
-    i, o = _check_paths(input, output)
-    hu, affine = load_nifti(i)
-    if hu.ndim not in (2, 3):
-        raise InputDataError(i, f"expected a 2D slice or 3D volume, got shape {hu.shape}")
+    i, o, hu, affine = _load_input(input, output, ndims=(2, 3))
     sp = _spacing(affine)
     if not np.isclose(sp[0], sp[1], rtol=1e-3):
         raise InputDataError(i, f"in-plane pixels must be square for the projector, got {sp[:2]} mm")
@@ -100,10 +108,7 @@ def simulate_pet(
     from common.io import load_nifti, save_nifti
     from common.physics import calibrate_count_scale, simulate_low_count_pet_fast, simulate_low_count_pet_sinogram
 
-    i, o = _check_paths(input, output)
-    act, affine = load_nifti(i)
-    if act.ndim != 3:
-        raise InputDataError(i, f"expected a 3D volume, got shape {act.shape}")
+    _, o, act, affine = _load_input(input, output)
     if route == "fast":
         c = calibrate_count_scale(reference_suv, rel_noise_drf1, sigma_vox)
         low = simulate_low_count_pet_fast(act, drf, seed, c, sigma_vox)
@@ -124,13 +129,10 @@ def simulate_pet(
 def simulate_thick(input: str, output: str, factor: int, thickness_mm: float | None = None, offset: int = 0) -> str:
     """Thick-slice CT: Gaussian slice profile along z (FWHM = ``thickness_mm``, default factor x spacing) then keep
     slices offset, offset+factor, ...; the output affine places each thick slice at its thin slice's position."""
-    from common.io import load_nifti, save_nifti
+    from common.io import save_nifti
     from common.physics import simulate_thick_slices, thick_slice_affine
 
-    i, o = _check_paths(input, output)
-    vol, affine = load_nifti(i)
-    if vol.ndim != 3:
-        raise InputDataError(i, f"expected a 3D volume, got shape {vol.shape}")
+    _, o, vol, affine = _load_input(input, output)
     thick = simulate_thick_slices(vol, float(_spacing(affine)[2]), int(factor), thickness_mm, int(offset))
     save_nifti(thick, thick_slice_affine(affine, int(factor), int(offset)), o)
     print(o)

@@ -27,6 +27,11 @@ __all__ = ["GroupedMetricsReport", "compute_item_metrics"]
 METRICS = ("psnr", "ssim", "rmse", "nrmse")
 
 
+def _group_label(group: Any) -> str:
+    """A group value as written in tables and metric names (``20`` for 20.0; strings such as ``all`` as they are)."""
+    return group if isinstance(group, str) else f"{group:g}"
+
+
 def compute_item_metrics(
     pred: torch.Tensor,
     ref: torch.Tensor,
@@ -148,7 +153,7 @@ class GroupedMetricsReport:
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for e in table:
             cells = [
-                f"{e[self.group_key]:g}" if not isinstance(e[self.group_key], str) else e[self.group_key],
+                _group_label(e[self.group_key]),
                 str(e["n"]),
             ]
             for m in self.metric_names:
@@ -178,6 +183,6 @@ class GroupedMetricsReport:
         for e in self.summary():
             for k, v in e.items():
                 if k not in (self.group_key, "n"):
-                    engine.state.metrics[f"{self.group_key}={e[self.group_key]:g}/{k}"] = v
+                    engine.state.metrics[f"{self.group_key}={_group_label(e[self.group_key])}/{k}"] = v
         self.logger.info("%s per %s (%s):\n%s", self.prefix, self.group_key, csv_path, md)
         print(f"\n{self.prefix} per {self.group_key}:\n{md}", flush=True)

@@ -15,27 +15,34 @@ import torch
 from monai.transforms import MapTransform
 
 from common.errors import InputDataError
+from common.networks.film import DRF_LOG_SCALE
 from common.transforms.validation import source_of
 
-__all__ = ["EncodeDosed", "encode_dose"]
+__all__ = ["EncodeDosed", "encode_dose", "parse_dose"]
 
 ENCODINGS = ("log_drf", "fraction")
 
 
-def encode_dose(value: Any, encoding: str, source: str = "<item>") -> torch.Tensor:
-    """Encode one dose value -> tensor ``(1,)`` float32; invalid values raise :class:`InputDataError`."""
-    if encoding not in ENCODINGS:
-        raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
+def parse_dose(value: Any, source: str = "<item>") -> float:
+    """One finite dose value from a number, a 1-element tensor/array or a string; else :class:`InputDataError`."""
     try:
         v = float(torch.as_tensor(value).reshape(-1)[0]) if not isinstance(value, str) else float(value)
     except (TypeError, ValueError, IndexError) as err:
         raise InputDataError(source, f"dose metadata {value!r} is not a number") from err
     if not math.isfinite(v):
         raise InputDataError(source, f"dose metadata {v} is not finite")
+    return v
+
+
+def encode_dose(value: Any, encoding: str, source: str = "<item>") -> torch.Tensor:
+    """Encode one dose value -> tensor ``(1,)`` float32; invalid values raise :class:`InputDataError`."""
+    if encoding not in ENCODINGS:
+        raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
+    v = parse_dose(value, source)
     if encoding == "log_drf":
         if v < 1.0:
             raise InputDataError(source, f"dose-reduction factor must be >= 1 (1 = full dose), got {v:g}")
-        return torch.tensor([math.log(v) / 10.0], dtype=torch.float32)
+        return torch.tensor([math.log(v) / DRF_LOG_SCALE], dtype=torch.float32)
     if not 0.0 < v <= 1.0:
         raise InputDataError(source, f"dose fraction must be in (0, 1] (1 = normal dose), got {v:g}")
     return torch.tensor([v], dtype=torch.float32)
@@ -76,5 +83,5 @@ class EncodeDosed(MapTransform):
                 f"(e.g. --{self.dose_key} 20)",
             )
         d[self.out_key] = encode_dose(value, self.encoding, source)
-        d[self.dose_key] = float(torch.as_tensor(value).reshape(-1)[0]) if not isinstance(value, str) else float(value)
+        d[self.dose_key] = parse_dose(value, source)
         return d
