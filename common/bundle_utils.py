@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-__all__ = ["locate_bundle_root"]
+import torch
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["load_weights", "locate_bundle_root", "require_file", "run_config_if_missing"]
 
 
 def _bundle_name(root: Path) -> str | None:
@@ -44,3 +51,43 @@ def require_file(path: str | os.PathLike, what: str) -> str:
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: missing {what}")
     return str(path)
+
+
+def load_weights(network: torch.nn.Module, path: str | os.PathLike, what: str = "weights") -> torch.nn.Module:
+    """Load a state dict saved by the bundles (``model.pt``: a plain state dict, or a checkpoint dict holding it
+    under ``"model"``) into ``network`` on its current device; returns ``network``. A missing file or mismatching
+    keys/shapes raise an error naming ``path``."""
+    require_file(path, what)
+    device = next(network.parameters()).device
+    state = torch.load(path, map_location=device, weights_only=True)
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    try:
+        network.load_state_dict(state)
+    except RuntimeError as err:
+        raise RuntimeError(f"{path}: {what} do not fit the configured network: {err}") from None
+    return network
+
+
+def run_config_if_missing(
+    target: str | os.PathLike,
+    config_file: str | Sequence[str],
+    run_id: str = "training",
+    **overrides: Any,
+) -> bool:
+    """Run the bundle workflow ``config_file`` (``run_id``) unless ``target`` already exists (e.g. a prerequisite
+    training stage whose checkpoint another config loads). ``overrides`` replace config ids, as ``--key value`` does
+    on the command line. Returns True when the workflow ran; raises if it ran without producing ``target``."""
+    from monai.bundle import ConfigWorkflow
+
+    if Path(target).is_file():
+        logger.info("found %s: skipping %s", target, config_file)
+        return False
+    logger.info("%s is missing: running %s (%s)", target, config_file, run_id)
+    workflow = ConfigWorkflow(config_file=config_file, run_id=run_id, workflow_type=None, **overrides)
+    workflow.initialize()
+    workflow.run()
+    workflow.finalize()
+    if not Path(target).is_file():
+        raise RuntimeError(f"{config_file} ({run_id}) finished without writing {target}")
+    return True

@@ -14,9 +14,10 @@ datalist is written to the run's output folder, never into the user's data folde
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ import numpy as np
 
 from common.errors import InputDataError
 
-__all__ = ["datalist_from_folder", "resolve_datalist"]
+__all__ = ["datalist_from_folder", "inference_items", "reference_items", "resolve_datalist", "select_items"]
 
 _NII = re.compile(r"^(?P<id>.+?)(?:\.nii(?:\.gz)?)$")
 _LOW = re.compile(r"^(?P<id>.+)_(?P<kind>drf|dose)(?P<value>[0-9]+(?:\.[0-9]+)?)\.nii(?:\.gz)?$")
@@ -147,3 +148,41 @@ def inference_items(
         return load_decathlon_datalist(path, True, split)
     except ValueError as err:
         raise InputDataError(path, f"datalist has no '{split}' list") from err
+
+
+def select_items(
+    items: Sequence[dict[str, Any]], key: str, values: Sequence[float] | None, source: str = "datalist"
+) -> list[dict[str, Any]]:
+    """Items whose numeric ``key`` (e.g. ``"dose"`` or ``"drf"``) equals one of ``values`` (to 1e-9 relative);
+    ``values`` None keeps every item. An item without ``key`` is an error naming it (a silent default would mix
+    doses). Raises when nothing is left, naming the values that exist."""
+    items = list(items)
+    if values is None:
+        return items
+    wanted = [float(v) for v in values]
+    out, present = [], set()
+    for item in items:
+        if key not in item:
+            raise InputDataError(source, f"item {item.get('image', item)!r} has no '{key}' (needed to select {wanted})")
+        value = float(item[key])
+        present.add(value)
+        if any(math.isclose(value, w, rel_tol=1e-9) for w in wanted):
+            out.append(item)
+    if not out and items:
+        raise InputDataError(source, f"no item with {key} in {wanted}; available: {sorted(present)}")
+    return out
+
+
+def reference_items(items: Sequence[dict[str, Any]], ref_key: str = "label", out_key: str = "image") -> list[dict]:
+    """One item per distinct reference volume: ``[{out_key: item[ref_key], volume_id, anatomy}]`` in first-seen
+    order (a datalist has one pair per dose, all sharing the full-dose reference), e.g. to train a network on
+    normal-dose images only."""
+    seen: dict[str, dict[str, Any]] = {}
+    for item in items:
+        ref = item.get(ref_key)
+        if ref is None:
+            raise InputDataError(str(item.get("image", item)), f"item has no '{ref_key}' (reference image)")
+        if str(ref) not in seen:
+            extra = {k: item[k] for k in ("volume_id", "anatomy") if k in item}
+            seen[str(ref)] = {**extra, out_key: ref}
+    return list(seen.values())

@@ -6,6 +6,11 @@ with ``k`` pooling levels additionally need every spatial size to be a multiple 
 created), clamps the window to the padded volume (a small volume is not inflated to a large ROI), runs MONAI's
 sliding window, and crops the result back to the input's exact shape. Extra positional/keyword arguments (e.g. the
 dose metadata tensor of shape ``(1, M)``) are passed to the network for every window, as MONAI does.
+
+:class:`SliceWiseInferer` runs a 2D network over every slice of a 3D volume (2D-on-3D inference): the slices become
+the batch, each is padded to the network's multiple and cropped back, so the output has the volume's exact shape.
+MONAI's ``SliceInferer`` instead runs a 2D sliding window with constant padding only when a slice is smaller than
+the window, which leaves sizes that are not a multiple of the network's stride to fail inside the network.
 """
 
 from __future__ import annotations
@@ -15,9 +20,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from monai.data import MetaTensor
 from monai.inferers import Inferer, SlidingWindowInferer
+from monai.utils import convert_to_dst_type
 
-__all__ = ["PaddedSlidingWindowInferer", "crop_to_shape", "pad_to_multiple"]
+__all__ = ["PaddedSlidingWindowInferer", "SliceWiseInferer", "crop_to_shape", "pad_to_multiple"]
 
 
 def pad_to_multiple(
@@ -96,3 +103,94 @@ class PaddedSlidingWindowInferer(Inferer):
         if not isinstance(out, torch.Tensor):
             raise TypeError(f"network output must be a tensor in inference, got {type(out)}")
         return crop_to_shape(out, spatial)
+
+
+class SliceWiseInferer(Inferer):
+    """Apply a 2D network to every slice of ``(B, C, X, Y, Z)`` volumes along ``spatial_dim`` (2 = axial z).
+
+    Slices are stacked into batches of ``slice_batch_size``, padded at the end to a multiple of ``divisor``
+    (replicate) and cropped back, or, when ``roi_size`` is given, processed by a 2D
+    :class:`PaddedSlidingWindowInferer` (for slices too large for memory). Tensor arguments whose first dimension is
+    ``B`` (e.g. dose metadata ``(B, M)``) are repeated for every slice of their volume; other arguments are passed
+    through. A 4D input ``(B, C, H, W)`` is treated as a batch of slices.
+
+    Args:
+        spatial_dim: index of the slicing axis among the 3 spatial axes (0, 1 or 2).
+        slice_batch_size: slices per network call.
+        divisor: the network's size multiple (e.g. 4 for two stride-2 levels, 8 for three).
+        roi_size: optional 2D window for a sliding window over each slice; ``None`` = whole slices.
+        overlap: sliding-window overlap (only with ``roi_size``).
+        pad_mode: ``torch.nn.functional.pad`` mode.
+    """
+
+    def __init__(
+        self,
+        spatial_dim: int = 2,
+        slice_batch_size: int = 8,
+        divisor: int = 4,
+        roi_size: Sequence[int] | int | None = None,
+        overlap: float = 0.25,
+        pad_mode: str = "replicate",
+    ) -> None:
+        super().__init__()
+        if spatial_dim not in (0, 1, 2):
+            raise ValueError(f"spatial_dim must be 0, 1 or 2, got {spatial_dim}")
+        if slice_batch_size < 1:
+            raise ValueError(f"slice_batch_size must be >= 1, got {slice_batch_size}")
+        self.spatial_dim = int(spatial_dim)
+        self.slice_batch_size = int(slice_batch_size)
+        self.divisor = int(divisor)
+        self.pad_mode = pad_mode
+        self.window = (
+            None
+            if roi_size is None
+            else PaddedSlidingWindowInferer(roi_size, sw_batch_size=slice_batch_size, overlap=overlap, divisor=divisor)
+        )
+
+    def _run_slices(self, slices: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> torch.Tensor:
+        if self.window is not None:
+            return self.window(slices, network, *args, **kwargs)
+        padded, spatial = pad_to_multiple(slices, self.divisor, self.pad_mode)
+        out = network(padded, *args, **kwargs)
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"network output must be a tensor in inference, got {type(out)}")
+        return crop_to_shape(out, spatial)
+
+    def __call__(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> torch.Tensor:
+        """``inputs`` (B, C, X, Y, Z) -> (B, C_out, X, Y, Z); or (B, C, H, W) -> (B, C_out, H, W)."""
+        # plain tensors inside (slicing a batched MetaTensor along a new batch axis confuses its metadata); the
+        # result gets the input's metadata back (affine etc.), as MONAI's sliding_window_inference does
+        raw = inputs.as_tensor() if isinstance(inputs, MetaTensor) else inputs
+        out = self._slices_or_volume(raw, network, *args, **kwargs)
+        return convert_to_dst_type(out, inputs)[0] if isinstance(inputs, MetaTensor) else out
+
+    def _slices_or_volume(
+        self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> torch.Tensor:
+        if inputs.ndim == 4:
+            return self._run_slices(inputs, network, *args, **kwargs)
+        if inputs.ndim != 5:
+            raise ValueError(f"expected a (B, C, X, Y, Z) volume or (B, C, H, W) slices, got {tuple(inputs.shape)}")
+        b, c = inputs.shape[:2]
+        axis = 2 + self.spatial_dim
+        moved = inputs.movedim(axis, 2)  # (B, C, S, H, W)
+        n_slices, plane = moved.shape[2], moved.shape[3:]
+        stacked = moved.permute(0, 2, 1, 3, 4).reshape(b * n_slices, c, *plane)  # volume-major slice order
+
+        def per_slice(value: Any) -> tuple[Any, bool]:
+            if isinstance(value, torch.Tensor) and value.ndim >= 1 and value.shape[0] == b:
+                return value.repeat_interleave(n_slices, dim=0), True
+            return value, False
+
+        rep_args = [per_slice(a) for a in args]
+        rep_kwargs = {k: per_slice(v) for k, v in kwargs.items()}
+        outputs = []
+        for s0 in range(0, b * n_slices, self.slice_batch_size):
+            s1 = min(b * n_slices, s0 + self.slice_batch_size)
+            sub_args = [v[s0:s1] if sliced else v for v, sliced in rep_args]
+            sub_kwargs = {k: (v[s0:s1] if sliced else v) for k, (v, sliced) in rep_kwargs.items()}
+            outputs.append(self._run_slices(stacked[s0:s1], network, *sub_args, **sub_kwargs))
+        out = torch.cat(outputs, dim=0)
+        c_out = out.shape[1]
+        out = out.reshape(b, n_slices, c_out, *plane).permute(0, 2, 1, 3, 4)
+        return out.movedim(2, axis)

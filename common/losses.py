@@ -11,7 +11,15 @@ import torch
 from monai.losses import DeepSupervisionLoss, SSIMLoss
 from torch import nn
 
-__all__ = ["GradientLoss", "L1SSIMLoss", "deep_supervision"]
+__all__ = [
+    "AnatomicalPerceptionLoss",
+    "DistillationLoss",
+    "GradientLoss",
+    "L1SSIMLoss",
+    "SobelGradientLoss",
+    "deep_supervision",
+    "freeze",
+]
 
 
 class L1SSIMLoss(nn.Module):
@@ -64,6 +72,26 @@ class GradientLoss(nn.Module):
         return torch.stack(terms).mean()
 
 
+class SobelGradientLoss(nn.Module):
+    """L1 distance between the 3x3 Sobel gradients (both in-plane axes) of ``pred`` and ``target`` ``(B, C, H, W)``
+    (replicate padding, so the image border adds no artificial edge)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        gx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+        self.register_buffer("kernels", torch.stack([gx, gx.t()])[:, None], persistent=False)  # (2, 1, 3, 3)
+
+    def _grad(self, x: torch.Tensor) -> torch.Tensor:
+        b, c = x.shape[:2]
+        x = torch.nn.functional.pad(x.reshape(b * c, 1, *x.shape[2:]), (1, 1, 1, 1), mode="replicate")
+        return torch.nn.functional.conv2d(x, self.kernels.to(x.dtype))
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if pred.ndim != 4:
+            raise ValueError(f"SobelGradientLoss expects (B, C, H, W) tensors, got {tuple(pred.shape)}")
+        return (self._grad(pred) - self._grad(target)).abs().mean()
+
+
 def deep_supervision(
     loss: nn.Module, weight_mode: str = "exp", weights: Sequence[float] | None = None, interp_mode: str = "area"
 ) -> nn.Module:
@@ -77,3 +105,121 @@ def deep_supervision(
     ds = DeepSupervisionLoss(loss, weight_mode=weight_mode, weights=None if weights is None else list(weights))
     ds.interp_mode = interp_mode
     return ds
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """Put ``module`` in eval mode with ``requires_grad=False`` on every parameter; returns it."""
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
+class AnatomicalPerceptionLoss(nn.Module):
+    """``(1 - w) * L1(pred, target) + w * mean_l L1(phi_l(pred), phi_l(target))`` (Feat-KPN, w = 0.01).
+
+    ``phi_l`` are the features of a FROZEN anatomical network (``feature_net.features(x)`` -> list of tensors, e.g.
+    :class:`common.networks.AnatomyUNet`: four decoder levels and the logits), evaluated on the prediction and on the
+    normal-dose target; the target's features carry no gradient. The frozen network stays in eval mode even when
+    the loss module is put in train mode, and its weights never change (they are not the trainer's parameters and
+    have ``requires_grad=False``).
+
+    Args:
+        feature_net: the anatomical network, or ``None`` when ``anatomical_weight`` is 0 (plain L1: no anatomical
+            network is needed, unlike the original code).
+        anatomical_weight: ``w`` in [0, 1).
+
+    ``pred`` / ``target``: ``(B, C, H, W)`` in the network's normalised units (the feature net was trained on them).
+    """
+
+    def __init__(self, feature_net: nn.Module | None = None, anatomical_weight: float = 0.01) -> None:
+        super().__init__()
+        w = float(anatomical_weight)
+        if not 0.0 <= w < 1.0:
+            raise ValueError(f"anatomical_weight must be in [0, 1), got {anatomical_weight}")
+        if w > 0 and feature_net is None:
+            raise ValueError("anatomical_weight > 0 needs the frozen anatomical network (feature_net)")
+        if feature_net is not None and not callable(getattr(feature_net, "features", None)):
+            raise TypeError("feature_net must define features(x) -> list of feature tensors")
+        self.weight = w
+        self.feature_net = freeze(feature_net) if (feature_net is not None and w > 0) else None
+
+    def train(self, mode: bool = True) -> AnatomicalPerceptionLoss:
+        super().train(mode)
+        if self.feature_net is not None:
+            self.feature_net.eval()
+        return self
+
+    def anatomical_term(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Mean over feature levels of the L1 distance between the frozen network's features."""
+        if self.feature_net is None:
+            raise RuntimeError("no anatomical network (anatomical_weight is 0)")
+        with torch.no_grad():
+            ref = self.feature_net.features(target)
+        out = self.feature_net.features(pred)
+        terms = [torch.nn.functional.l1_loss(o, r) for o, r in zip(out, ref, strict=True)]
+        return torch.stack(terms).mean()
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        l1 = torch.nn.functional.l1_loss(pred, target)
+        if self.feature_net is None:
+            return l1
+        return (1.0 - self.weight) * l1 + self.weight * self.anatomical_term(pred, target)
+
+
+class DistillationLoss(nn.Module):
+    """Teacher-student latent distillation (``ct_lowdose_anatomy_distill``, METHODS.md section 3).
+
+    ``loss = latent_weight * MSE(z_s, z_t) + image_weight * [L1 + ssim_weight * (1 - SSIM)](y_s, y)
+    + gradient_weight * SobelL1(y_s, y) + feature_weight * sum_l MSE(f_s_l, f_t_l)``
+
+    where ``z_t, f_t`` are the FROZEN teacher encoder's latent and feature maps of the normal-dose target ``y`` and
+    ``z_s, f_s, y_s`` the student's latent, feature maps and output (``pred`` = the dict returned by
+    :class:`common.networks.nafnet.StudentWithIntermediates`). Images in [-1, 1] (SSIM data range 2).
+
+    Args:
+        teacher_encoder: module with ``forward(x) -> (latent, [features])``; frozen here (eval, no grad).
+    """
+
+    def __init__(
+        self,
+        teacher_encoder: nn.Module,
+        latent_weight: float = 1.0,
+        image_weight: float = 1.0,
+        ssim_weight: float = 0.5,
+        gradient_weight: float = 0.1,
+        feature_weight: float = 1.0,
+        data_range: float = 2.0,
+    ) -> None:
+        super().__init__()
+        self.teacher = freeze(teacher_encoder)
+        self.weights = {
+            "latent": float(latent_weight),
+            "image": float(image_weight),
+            "gradient": float(gradient_weight),
+            "feature": float(feature_weight),
+        }
+        self.image_loss = L1SSIMLoss(2, l1_weight=1.0, ssim_weight=ssim_weight, data_range=data_range, win_size=11)
+        self.gradient_loss = SobelGradientLoss()
+        self.last_terms: dict[str, float] = {}
+
+    def train(self, mode: bool = True) -> DistillationLoss:
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    def forward(self, pred: dict[str, torch.Tensor | list[torch.Tensor]], target: torch.Tensor) -> torch.Tensor:
+        if not isinstance(pred, dict) or not {"pred", "latent", "features"} <= set(pred):
+            raise TypeError("DistillationLoss needs the student's {'pred', 'latent', 'features'} dict")
+        with torch.no_grad():
+            z_t, f_t = self.teacher(target)
+        out, z_s, f_s = pred["pred"], pred["latent"], pred["features"]
+        mse = torch.nn.functional.mse_loss
+        terms = {
+            "latent": mse(z_s, z_t),
+            "image": self.image_loss(out, target),
+            "gradient": self.gradient_loss(out, target),
+            "feature": torch.stack([mse(a, b) for a, b in zip(f_s, f_t, strict=True)]).sum(),
+        }
+        self.last_terms = {k: float(v.detach()) for k, v in terms.items()}
+        return sum(self.weights[k] * v for k, v in terms.items() if self.weights[k])

@@ -49,7 +49,8 @@ def test_torchscript_export_roundtrip(bundle, tmp_path):
     scripted = torch.jit.load(str(tmp_path / "model.ts"), map_location="cpu")
     meta = json.loads((configs / "metadata.json").read_text())
     extra = extra_forward_args(meta)
-    x = torch.rand(1, meta["network_data_format"]["inputs"]["image"]["num_channels"], 32, 32, 32)
+    image = meta["network_data_format"]["inputs"]["image"]
+    x = torch.rand(1, image["num_channels"], *[32] * len(image["spatial_shape"]))  # 2D or 3D networks
     net.eval()
     with torch.no_grad():
         torch.testing.assert_close(scripted(x, **extra), net(x, **extra), atol=1e-5, rtol=1e-4)

@@ -81,6 +81,8 @@ class GroupedMetricsReport:
         scale: factor to physical units (e.g. the SUV scale) applied before metrics.
         prefix: file-name prefix (one report per window/setting).
         units: label of the RMSE units for the table header.
+        plot: also write ``<prefix>_vs_<group_key>.png``: each metric of input and output against the group value
+            (numeric groups only).
     """
 
     def __init__(
@@ -94,6 +96,7 @@ class GroupedMetricsReport:
         prefix: str = "metrics",
         units: str = "",
         input_key: str = "image",
+        plot: bool = False,
     ) -> None:
         self.output_dir = Path(output_dir)
         self.group_key = group_key
@@ -104,6 +107,7 @@ class GroupedMetricsReport:
         self.prefix = prefix
         self.units = units
         self.input_key = input_key
+        self.plot = bool(plot)
         self.rows: list[dict[str, Any]] = []
         self.logger = logging.getLogger(__name__)
 
@@ -164,6 +168,33 @@ class GroupedMetricsReport:
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines) + "\n"
 
+    def plot_summary(self, path: Path) -> Path | None:
+        """One panel per metric: mean input and output value against the (numeric) group value; atomic write."""
+        table = [e for e in self.summary() if not isinstance(e[self.group_key], str)]
+        if not table:
+            return None
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        xs = [e[self.group_key] for e in table]
+        fig, axes = plt.subplots(1, len(self.metric_names), figsize=(4 * len(self.metric_names), 3.2), squeeze=False)
+        for ax, name in zip(axes[0], self.metric_names, strict=True):
+            for tag, style in (("input", "o--"), ("output", "s-")):
+                ax.plot(xs, [e[f"{tag}_{name}"] for e in table], style, label=tag)
+            ax.set_xlabel(self.group_key)
+            ax.set_ylabel(name.upper() + (f" ({self.units})" if self.units and name in ("rmse", "mae") else ""))
+            ax.grid(alpha=0.3)
+            ax.legend()
+        fig.suptitle(f"{self.prefix}: mean over items per {self.group_key}")
+        fig.tight_layout()
+        tmp = path.with_name(f".{path.stem}.tmp.png")
+        fig.savefig(tmp, dpi=100)
+        plt.close(fig)
+        os.replace(tmp, path)
+        return path
+
     def _write(self, engine: Engine) -> None:
         if not self.rows:
             return
@@ -180,6 +211,8 @@ class GroupedMetricsReport:
         tmp = md_path.with_name(f".{md_path.name}.tmp")
         tmp.write_text(md)
         os.replace(tmp, md_path)
+        if self.plot:
+            self.plot_summary(self.output_dir / f"{self.prefix}_vs_{self.group_key}.png")
         for e in self.summary():
             for k, v in e.items():
                 if k not in (self.group_key, "n"):

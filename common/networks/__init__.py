@@ -3,15 +3,26 @@
 - :mod:`common.networks.film` — FiLM conditioning on dose metadata (:func:`encode_drf`, :class:`FiLM`).
 - :mod:`common.networks.conv_blocks` — convolution variants and pooling layers of the FiLM U-Net.
 - :mod:`common.networks.film_unet` — :class:`FiLMUNet` (bundle ``pet_lowdose_film_unet``).
+- :mod:`common.networks.pixel_kernels` — per-pixel, per-channel kernel application (kernel-prediction networks).
+- :mod:`common.networks.featkpn` — :class:`FeatKPN` (bundle ``ct_lowdose_featkpn``).
+- :mod:`common.networks.anatomy_unet` — :class:`AnatomyUNet`, the frozen network of the anatomical loss.
 """
 
 from __future__ import annotations
 
+from common.networks.anatomy_unet import AnatomyUNet
 from common.networks.conv_blocks import CONV_KINDS, POOL_KINDS, MixedPool, make_conv, make_pool
+from common.networks.featkpn import FeatKPN
 from common.networks.film import FiLM, FiLMGenerator, encode_drf, film_modulate
 from common.networks.film_unet import FiLMUNet
+from common.networks.pixel_kernels import apply_pixel_kernels, apply_pixel_kernels_unfold, normalize_kernels
 
 __all__ = [
+    "AnatomyUNet",
+    "FeatKPN",
+    "apply_pixel_kernels",
+    "apply_pixel_kernels_unfold",
+    "normalize_kernels",
     "CONV_KINDS",
     "POOL_KINDS",
     "FiLM",

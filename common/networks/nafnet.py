@@ -1,0 +1,279 @@
+"""NAFNet building blocks and the anatomy-aware teacher / dose-conditioned student of ``ct_lowdose_anatomy_distill``.
+
+NAFBlock (Chen et al., "Simple Baselines for Image Restoration", 2022): ``y = x + beta * conv1x1(SCA(SimpleGate(
+dwconv3x3(conv1x1(LN(x))))))``, ``out = y + gamma * conv1x1(SimpleGate(conv1x1(LN(y))))`` with ``beta``, ``gamma``
+zero-initialised (every block starts as the identity), SimpleGate = split channels in two halves and multiply, SCA =
+simplified channel attention (global average pool, 1x1 conv, multiply).
+
+Encoder (METHODS.md section 3): conv3 ``1 -> 32``; three stride-2 conv3 ``32 -> 64 -> 128 -> 256``; 8 NAFBlocks at
+width 256 (1/8 resolution); 1x1 conv ``256 -> 512`` = latent ``z`` ``(B, 512, H/8, W/8)``. It also returns the
+feature maps at 1, 1/2, 1/4 and 1/8 (after the blocks) resolution for feature distillation. The student encoder
+adds dose conditioning: the dose fraction ``d`` (0.25 = 25 %) -> MLP ``1 -> 64 -> 64`` (ReLU) -> per body block an
+SFT layer (``Linear 64 -> 2 * 256`` -> scale, shift; ``x * (1 + scale) + shift``, zero-initialised) applied before
+the block.
+
+Decoder (shared by teacher and student): 1x1 ``512 -> 256``, 8 NAFBlocks, three transposed conv (k3, s2)
+``256 -> 128 -> 64 -> 32``, conv3 ``32 -> 1``, tanh (images in [-1, 1]).
+
+Spatial sizes must be multiples of 8 (:class:`common.inferers.SliceWiseInferer` pads and crops back).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from common.networks.film import film_modulate
+
+__all__ = [
+    "ConditionedNAFBlock",
+    "DoseEmbedding",
+    "LayerNorm2d",
+    "NAFBlock",
+    "NAFDecoder",
+    "NAFEncoder",
+    "NAFAutoencoder",
+    "NAFStudent",
+    "SimpleGate",
+    "StudentWithIntermediates",
+    "load_teacher_into_student",
+]
+
+
+class LayerNorm2d(nn.Module):
+    """LayerNorm over the channel axis of ``(B, C, H, W)`` (per pixel), with a learnable per-channel affine."""
+
+    def __init__(self, channels: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), self.weight, self.bias, self.eps)
+        return y.permute(0, 3, 1, 2)
+
+
+class SimpleGate(nn.Module):
+    """Split the channels in two halves and multiply them: ``(B, 2C, H, W)`` -> ``(B, C, H, W)``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = x.chunk(2, dim=1)
+        return a * b
+
+
+class NAFBlock(nn.Module):
+    """NAFNet block, channels preserved; starts as the identity (``beta = gamma = 0``)."""
+
+    def __init__(self, channels: int, dw_expand: int = 2, ffn_expand: int = 2) -> None:
+        super().__init__()
+        dw = channels * dw_expand
+        ffn = channels * ffn_expand
+        self.norm1 = LayerNorm2d(channels)
+        self.conv1 = nn.Conv2d(channels, dw, 1)
+        self.conv2 = nn.Conv2d(dw, dw, 3, padding=1, groups=dw)
+        self.gate = SimpleGate()
+        self.sca = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(dw // 2, dw // 2, 1))
+        self.conv3 = nn.Conv2d(dw // 2, channels, 1)
+        self.norm2 = LayerNorm2d(channels)
+        self.conv4 = nn.Conv2d(channels, ffn, 1)
+        self.conv5 = nn.Conv2d(ffn // 2, channels, 1)
+        self.beta = nn.Parameter(torch.zeros(1, channels, 1, 1))
+        self.gamma = nn.Parameter(torch.zeros(1, channels, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.gate(self.conv2(self.conv1(self.norm1(x))))
+        h = self.conv3(h * self.sca(h))
+        y = x + self.beta * h
+        h = self.conv5(self.gate(self.conv4(self.norm2(y))))
+        return y + self.gamma * h
+
+
+class DoseEmbedding(nn.Module):
+    """Dose fraction ``(B, 1)`` (or ``(B,)``) -> embedding ``(B, hidden)`` by ``Linear 1 -> hidden, ReLU, Linear
+    hidden -> hidden, ReLU``."""
+
+    def __init__(self, hidden: int = 64) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(1, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, hidden), nn.ReLU())
+
+    def forward(self, dose: torch.Tensor) -> torch.Tensor:
+        return self.mlp(dose.reshape(-1, 1).to(self.mlp[0].weight.dtype))
+
+
+class SFT(nn.Module):
+    """Spatial feature transform from a global condition: ``x * (1 + scale) + shift`` with ``(scale, shift)`` from a
+    zero-initialised ``Linear(cond_dim, 2C)`` (identity at start); same modulation as FiLM
+    (:func:`common.networks.film.film_modulate`)."""
+
+    def __init__(self, cond_dim: int, channels: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(cond_dim, 2 * channels)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+        self.channels = channels
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        p = self.proj(cond)
+        return film_modulate(x, p[:, : self.channels], p[:, self.channels :])
+
+
+class ConditionedNAFBlock(nn.Module):
+    """A :class:`NAFBlock` preceded by an optional :class:`SFT` layer (``cond_dim`` None: no conditioning)."""
+
+    def __init__(self, channels: int, cond_dim: int | None = None) -> None:
+        super().__init__()
+        self.sft = SFT(cond_dim, channels) if cond_dim else None
+        self.block = NAFBlock(channels)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        if self.sft is not None and cond is not None:
+            x = self.sft(x, cond)
+        return self.block(x)
+
+
+class NAFEncoder(nn.Module):
+    """Image ``(B, in_channels, H, W)`` -> latent ``(B, latent_channels, H/8, W/8)`` and the feature maps
+    ``[f1 (width), f2 (2 width, 1/2), f4 (4 width, 1/4), f8 (8 width, 1/8, after the blocks)]``.
+
+    Args:
+        dose_conditioned: add the dose MLP and one SFT layer before each body block (the student); ``forward`` then
+            needs ``dose`` ``(B, 1)`` as a fraction in (0, 1].
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        width: int = 32,
+        num_blocks: int = 8,
+        latent_channels: int = 512,
+        dose_conditioned: bool = False,
+        dose_hidden: int = 64,
+    ) -> None:
+        super().__init__()
+        body = 8 * width
+        self.intro = nn.Conv2d(in_channels, width, 3, padding=1)
+        self.down1 = nn.Conv2d(width, 2 * width, 3, stride=2, padding=1)
+        self.down2 = nn.Conv2d(2 * width, 4 * width, 3, stride=2, padding=1)
+        self.down3 = nn.Conv2d(4 * width, body, 3, stride=2, padding=1)
+        cond_dim = dose_hidden if dose_conditioned else None
+        self.blocks = nn.ModuleList([ConditionedNAFBlock(body, cond_dim) for _ in range(num_blocks)])
+        self.to_latent = nn.Conv2d(body, latent_channels, 1)
+        self.dose_conditioned = bool(dose_conditioned)
+        self.embed = DoseEmbedding(dose_hidden) if dose_conditioned else None
+
+    def forward(self, x: torch.Tensor, dose: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        f1 = self.intro(x)
+        f2 = self.down1(f1)
+        f4 = self.down2(f2)
+        h = self.down3(f4)
+        cond: torch.Tensor | None = None
+        if self.embed is not None:
+            if dose is None:
+                raise ValueError("this encoder is dose-conditioned: pass the dose fraction (B, 1)")
+            cond = self.embed(dose)
+        for block in self.blocks:
+            h = block(h, cond)
+        return self.to_latent(h), [f1, f2, f4, h]
+
+
+class NAFDecoder(nn.Module):
+    """Latent ``(B, latent_channels, H/8, W/8)`` -> image ``(B, out_channels, H, W)`` in [-1, 1] (tanh)."""
+
+    def __init__(self, out_channels: int = 1, width: int = 32, num_blocks: int = 8, latent_channels: int = 512) -> None:
+        super().__init__()
+        body = 8 * width
+        self.from_latent = nn.Conv2d(latent_channels, body, 1)
+        self.blocks = nn.Sequential(*[NAFBlock(body) for _ in range(num_blocks)])
+        self.up = nn.Sequential(
+            nn.ConvTranspose2d(body, 4 * width, 3, stride=2, padding=1, output_padding=1),
+            nn.ConvTranspose2d(4 * width, 2 * width, 3, stride=2, padding=1, output_padding=1),
+            nn.ConvTranspose2d(2 * width, width, 3, stride=2, padding=1, output_padding=1),
+        )
+        self.out = nn.Conv2d(width, out_channels, 3, padding=1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.out(self.up(self.blocks(self.from_latent(z)))))
+
+
+def _check_multiple_of_8(x: torch.Tensor) -> None:
+    if x.shape[-1] % 8 != 0 or x.shape[-2] % 8 != 0:
+        raise ValueError(f"spatial size must be a multiple of 8, got {x.shape[-2]} x {x.shape[-1]}")
+
+
+class NAFAutoencoder(nn.Module):
+    """The teacher: :class:`NAFEncoder` + :class:`NAFDecoder`, trained on normal-dose images only.
+
+    ``forward(x)``: ``(B, 1, H, W)`` in [-1, 1] -> reconstruction of the same shape in [-1, 1].
+    """
+
+    def __init__(self, in_channels: int = 1, width: int = 32, num_blocks: int = 8, latent_channels: int = 512) -> None:
+        super().__init__()
+        self.encoder = NAFEncoder(in_channels, width, num_blocks, latent_channels)
+        self.decoder = NAFDecoder(in_channels, width, num_blocks, latent_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_multiple_of_8(x)
+        return self.decoder(self.encoder(x)[0])
+
+
+class NAFStudent(nn.Module):
+    """The student: a (dose-conditioned) :class:`NAFEncoder` and the teacher's decoder (frozen by the training
+    config). ``forward(x, dose)``: low-dose ``(B, 1, H, W)`` in [-1, 1] and dose fraction ``(B, 1)`` -> denoised image
+    ``(B, 1, H, W)`` in [-1, 1]. :meth:`encode` exposes the latent and feature maps for distillation.
+
+    Args:
+        dose_conditioned: False is the no-dose ablation (``dose`` is then accepted and ignored).
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        width: int = 32,
+        num_blocks: int = 8,
+        latent_channels: int = 512,
+        dose_conditioned: bool = True,
+        dose_hidden: int = 64,
+    ) -> None:
+        super().__init__()
+        self.encoder = NAFEncoder(in_channels, width, num_blocks, latent_channels, dose_conditioned, dose_hidden)
+        self.decoder = NAFDecoder(in_channels, width, num_blocks, latent_channels)
+
+    def encode(self, x: torch.Tensor, dose: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        _check_multiple_of_8(x)
+        return self.encoder(x, dose)
+
+    def forward(self, x: torch.Tensor, dose: torch.Tensor | None = None) -> torch.Tensor:
+        return self.decoder(self.encode(x, dose)[0])
+
+
+class StudentWithIntermediates(nn.Module):
+    """Training view of a :class:`NAFStudent`: ``forward(x, dose)`` returns ``{"pred", "latent", "features"}`` for
+    :class:`common.losses.DistillationLoss` (the student itself returns only the image). Holds no parameters of its
+    own: checkpoints and the optimiser use the wrapped student."""
+
+    def __init__(self, student: NAFStudent) -> None:
+        super().__init__()
+        self.student = student
+
+    def forward(
+        self, x: torch.Tensor, dose: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor | list[torch.Tensor]]:
+        z, feats = self.student.encode(x, dose)
+        return {"pred": self.student.decoder(z), "latent": z, "features": feats}
+
+
+def load_teacher_into_student(student: NAFStudent, teacher: NAFAutoencoder, freeze_decoder: bool = True) -> NAFStudent:
+    """Copy the teacher's decoder into the student (frozen when ``freeze_decoder``) and initialise the student
+    encoder's shared layers from the teacher encoder (the SFT layers start as the identity, so the student starts as
+    the teacher). Returns ``student``."""
+    student.decoder.load_state_dict(teacher.decoder.state_dict())
+    missing, unexpected = student.encoder.load_state_dict(teacher.encoder.state_dict(), strict=False)
+    if unexpected or any(not (k.startswith("embed.") or ".sft." in k) for k in missing):
+        raise RuntimeError(f"teacher/student encoders differ: missing {missing}, unexpected {unexpected}")
+    if freeze_decoder:
+        student.decoder.eval()
+        for p in student.decoder.parameters():
+            p.requires_grad_(False)
+    return student

@@ -1,0 +1,288 @@
+"""Feat-KPN pieces in `common` (per-pixel kernel application, network, slice-wise inference, anatomical loss,
+HU-band pseudo-labels, dose selection) and the ct_lowdose_featkpn bundle specifics (any in-plane size, HU and affine
+kept, bad input, anatomical weight 0 needs no anatomical network)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT, run_bundle
+from monai.bundle import ConfigParser
+
+from common.datalist import reference_items, select_items
+from common.errors import InputDataError
+from common.inferers import SliceWiseInferer, pad_to_multiple
+from common.losses import AnatomicalPerceptionLoss
+from common.networks import AnatomyUNet, FeatKPN, apply_pixel_kernels, apply_pixel_kernels_unfold, normalize_kernels
+from common.transforms import HUBandLabeld, hu_band_labels
+
+BUNDLE = ROOT / "bundles" / "ct_lowdose_featkpn"
+CONFIGS = BUNDLE / "configs"
+
+
+# ------------------------------------------------------------------------------------------ kernel application
+@pytest.mark.parametrize("k", [1, 3, 5])
+@pytest.mark.parametrize("normalized", [False, True], ids=["raw", "softmax"])
+def test_pixel_kernels_match_unfold_reference_values_and_gradients(k, normalized):
+    g = torch.Generator().manual_seed(k)
+    feats = torch.randn(2, 3, 11, 9, generator=g, dtype=torch.float64, requires_grad=True)
+    kern = torch.randn(2, 3 * k * k, 11, 9, generator=g, dtype=torch.float64, requires_grad=True)
+    outs, grads = [], []
+    for fn in (apply_pixel_kernels, apply_pixel_kernels_unfold):
+        kk = normalize_kernels(kern, k) if normalized else kern
+        out = fn(feats, kk, k)
+        weight = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).reshape(out.shape)
+        gf, gk = torch.autograd.grad((out * weight).sum(), (feats, kern))
+        outs.append(out.detach())
+        grads.append((gf, gk))
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grads[0][0], grads[1][0], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-12, atol=1e-12)
+    with torch.no_grad():  # the no-autograd path is the same computation
+        torch.testing.assert_close(apply_pixel_kernels(feats, kern, k), apply_pixel_kernels_unfold(feats, kern, k))
+
+
+def test_pixel_kernels_semantics():
+    feats = torch.randn(1, 2, 6, 7)
+    k = 3
+    identity = torch.zeros(1, 2 * 9, 6, 7)
+    identity[:, 4::9] = 1.0  # centre tap of every channel's kernel
+    torch.testing.assert_close(apply_pixel_kernels(feats, identity, k), feats)
+    # softmax kernels are local weighted averages: a constant map stays constant, whatever the raw logits
+    const = torch.full((1, 2, 6, 7), 3.5)
+    logits = torch.randn(1, 18, 6, 7)
+    torch.testing.assert_close(apply_pixel_kernels(const, normalize_kernels(logits, k), k), const)
+    assert not torch.allclose(apply_pixel_kernels(const, logits, k), const)  # raw kernels are not normalised
+    with pytest.raises(ValueError, match="C\\*k\\*k"):
+        apply_pixel_kernels(feats, torch.zeros(1, 17, 6, 7), k)
+    with pytest.raises(ValueError, match="odd"):
+        apply_pixel_kernels(feats, torch.zeros(1, 8, 6, 7), 2)
+
+
+# --------------------------------------------------------------------------------------------------- network
+def test_featkpn_parameter_count_is_about_one_million():
+    n = sum(p.numel() for p in FeatKPN().parameters())
+    assert abs(n - 1_000_000) / 1_000_000 < 0.02, n
+
+
+@pytest.mark.parametrize("normalized", [False, True], ids=["raw", "softmax"])
+def test_featkpn_shapes_residual_and_kernel_option(normalized):
+    torch.manual_seed(0)
+    net = FeatKPN(normalize_kernels=normalized).eval()
+    x = torch.rand(2, 1, 24, 36)
+    with torch.no_grad():
+        y = net(x)
+    assert y.shape == x.shape and torch.isfinite(y).all()
+    torch.manual_seed(0)
+    other = FeatKPN(normalize_kernels=not normalized).eval()
+    with torch.no_grad():
+        assert not torch.allclose(other(x), y)  # the option changes the computation with the same weights
+    with pytest.raises(ValueError, match="multiples of 4"):
+        net(torch.rand(1, 1, 30, 32))
+
+
+def test_featkpn_output_is_input_when_the_last_conv_is_zero():
+    net = FeatKPN().eval()
+    torch.nn.init.zeros_(net.out_conv.weight)
+    torch.nn.init.zeros_(net.out_conv.bias)
+    x = torch.rand(1, 1, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), x)  # global residual
+
+
+# ---------------------------------------------------------------------------------------- slice-wise inference
+class _DoseNet(torch.nn.Module):
+    """2D toy network that needs multiples of 4 and adds a per-sample dose."""
+
+    def forward(self, x: torch.Tensor, dose: torch.Tensor) -> torch.Tensor:
+        assert x.shape[-1] % 4 == 0 and x.shape[-2] % 4 == 0
+        return torch.nn.functional.avg_pool2d(x, 3, 1, 1) + dose.reshape(-1, 1, 1, 1)
+
+
+def test_slicewise_inferer_any_shape_and_per_volume_arguments():
+    x = torch.rand(2, 1, 13, 10, 5)
+    dose = torch.tensor([[0.1], [0.5]])
+    out = SliceWiseInferer(spatial_dim=2, slice_batch_size=3, divisor=4)(x, _DoseNet(), dose)
+    assert out.shape == x.shape
+    for b in range(2):
+        for z in range(5):
+            sl, spatial = pad_to_multiple(x[b : b + 1, :, :, :, z], 4)
+            ref = _DoseNet()(sl, dose[b : b + 1])[..., : spatial[0], : spatial[1]]
+            torch.testing.assert_close(out[b : b + 1, :, :, :, z], ref)
+
+
+def test_slicewise_inferer_along_another_axis():
+    x = torch.rand(1, 1, 8, 6, 12)
+    net = torch.nn.Conv2d(1, 2, 3, padding=1)
+    with torch.no_grad():
+        out = SliceWiseInferer(spatial_dim=0, divisor=1)(x, net)
+        assert out.shape == (1, 2, 8, 6, 12)
+        torch.testing.assert_close(out[:, :, 3], net(x[:, :, 3]))
+
+
+# ---------------------------------------------------------------------------------------- anatomical loss
+def test_anatomical_loss_weight_zero_is_plain_l1_without_a_network():
+    pred, target = torch.rand(2, 1, 16, 16), torch.rand(2, 1, 16, 16)
+    loss = AnatomicalPerceptionLoss(None, 0.0)
+    torch.testing.assert_close(loss(pred, target), torch.nn.functional.l1_loss(pred, target))
+    with pytest.raises(ValueError, match="anatomical network"):
+        AnatomicalPerceptionLoss(None, 0.01)
+
+
+def test_anatomical_loss_keeps_its_network_frozen_and_trains_the_denoiser():
+    torch.manual_seed(0)
+    anatomy = AnatomyUNet(features=(4, 4, 8, 8, 16, 4))
+    before = {k: v.clone() for k, v in anatomy.state_dict().items()}
+    loss = AnatomicalPerceptionLoss(anatomy, 0.5)
+    loss.train()
+    assert not anatomy.training and not any(p.requires_grad for p in anatomy.parameters())
+    denoiser = torch.nn.Conv2d(1, 1, 3, padding=1)
+    opt = torch.optim.SGD(denoiser.parameters(), lr=0.1)
+    x, y = torch.rand(2, 1, 32, 32), torch.rand(2, 1, 32, 32)
+    w0 = denoiser.weight.detach().clone()
+    value = loss(denoiser(x), y)
+    l1 = torch.nn.functional.l1_loss(denoiser(x), y)
+    assert value.item() != pytest.approx(0.5 * l1.item())  # the anatomical term contributes
+    value.backward()
+    opt.step()
+    assert not torch.equal(denoiser.weight, w0)
+    for k, v in anatomy.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_anatomy_unet_features_end_with_the_logits():
+    net = AnatomyUNet(features=(4, 4, 8, 8, 16, 4)).eval()
+    x = torch.rand(1, 1, 32, 32)
+    with torch.no_grad():
+        feats = net.features(x)
+        assert len(feats) == 5
+        assert [f.shape[-1] for f in feats] == [4, 8, 16, 32, 32]
+        torch.testing.assert_close(feats[-1], net(x))
+
+
+# ---------------------------------------------------------------------------------------- labels, datalists
+def test_hu_band_labels():
+    hu = torch.tensor([[[-1000.0, -850.0, -100.0, 8.0, 25.0, 40.0, 60.0, 200.0, 350.0, 1200.0]]])
+    assert hu_band_labels(hu).tolist() == [[[0, 0, 1, 2, 3, 3, 3, 4, 5, 5]]]
+    d = HUBandLabeld("image", output_key="seg", sigma_px=0)({"image": hu})
+    assert d["seg"].dtype == torch.int64 and d["seg"].shape == hu.shape
+    with pytest.raises(ValueError, match="increase"):
+        hu_band_labels(hu, edges=(0.0, -10.0))
+
+
+def test_select_and_reference_items():
+    items = [
+        {"image": f"low/{v}_{d}.nii", "label": f"full/{v}.nii", "volume_id": v, "dose": d}
+        for v in ("a", "b")
+        for d in (0.1, 0.25)
+    ]
+    assert [i["image"] for i in select_items(items, "dose", [0.25])] == ["low/a_0.25.nii", "low/b_0.25.nii"]
+    assert select_items(items, "dose", None) == items
+    with pytest.raises(InputDataError, match="available: \\[0.1, 0.25\\]"):
+        select_items(items, "dose", [0.7], "dl.json")
+    with pytest.raises(InputDataError, match="has no 'dose'"):
+        select_items([{"image": "x.nii"}], "dose", [0.25], "dl.json")
+    refs = reference_items(items)
+    assert refs == [{"volume_id": "a", "image": "full/a.nii"}, {"volume_id": "b", "image": "full/b.nii"}]
+
+
+# ---------------------------------------------------------------------------------------------- bundle
+def test_config_anatomy_weight_zero_needs_no_anatomical_network(tmp_path):
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "train.yaml"))
+    parser["anatomy_weight"] = 0.0
+    parser["ckpt_dir"] = str(tmp_path / "no_models_here")
+    assert parser.get_parsed_content("anatomy_net") is None
+    loss = parser.get_parsed_content("loss")
+    assert loss.feature_net is None
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "train.yaml"))
+    parser["ckpt_dir"] = str(tmp_path / "no_models_here")
+    with pytest.raises(RuntimeError) as err:  # weight > 0 and no trained anatomical network: names the file
+        parser.get_parsed_content("loss")
+    assert "anatomy/model.pt: missing anatomical network weights" in repr(err.value.__cause__ or err.value)
+
+
+def test_config_kernel_option_and_inference_network_match():
+    for name in ("train.yaml", "inference.yaml"):
+        parser = ConfigParser()
+        parser.read_config(str(CONFIGS / name))
+        parser["network_def#normalize_kernels"] = True
+        assert parser.get_parsed_content("network_def").normalize
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    """Weights of the bundle's network, saved like training does, with a zero last convolution: the network is then
+    exactly the identity (global residual), so the output must reproduce the input in HU voxel by voxel."""
+    folder = tmp_path_factory.mktemp("featkpn_models")
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "inference.yaml"))
+    torch.manual_seed(0)
+    net = parser.get_parsed_content("network_def")
+    torch.nn.init.zeros_(net.out_conv.weight)
+    torch.nn.init.zeros_(net.out_conv.bias)
+    torch.save(net.state_dict(), folder / "model.pt")
+    return folder
+
+
+def _ct_volume(path, data=None, shape=(45, 38, 3)):
+    if data is None:
+        rng = np.random.default_rng(0)
+        data = np.full(shape, -1000.0, np.float32)
+        data[5:-5, 5:-5] = 40.0 + rng.normal(0, 20, (shape[0] - 10, shape[1] - 10, shape[2]))
+    affine = np.array([[-0.7, 0, 0, 12.0], [0, 0.7, 0, -30.0], [0, 0, 2.5, 80.0], [0, 0, 0, 1]])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(np.asarray(data, np.float32), affine), str(path))
+    return data, affine
+
+
+def test_inference_any_in_plane_size_keeps_hu_and_affine(tmp_path, weights):
+    path = tmp_path / "in" / "ct.nii.gz"
+    data, affine = _ct_volume(path)
+    before = path.read_bytes()
+    run_bundle(
+        ["run", "--config_file", str(CONFIGS / "inference.yaml"), f"--input_file={path}",
+         f"--ckpt_dir={weights}", f"--output_dir={tmp_path / 'out'}"]
+    )  # fmt: skip
+    outputs = list((tmp_path / "out").glob("*denoised.nii.gz"))
+    assert len(outputs) == 1
+    img = nib.load(str(outputs[0]))
+    assert img.shape == data.shape  # 45 x 38: padded to 48 x 40 inside, cropped back
+    np.testing.assert_allclose(img.affine, affine, atol=1e-4)
+    # identity network: HU in, HU out, no slice reordered, no padding left, to float32 precision of the window
+    np.testing.assert_allclose(img.get_fdata(), data, atol=0.05)
+    assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("2d", "expected a 3D image"),
+        ("nan", "NaN"),
+        ("unit_range", "not Hounsfield units"),
+    ],
+)
+def test_inference_bad_input_is_a_clear_error(tmp_path, weights, case, message):
+    path = tmp_path / "in" / f"bad_{case}.nii.gz"
+    if case == "2d":
+        _ct_volume(path, np.full((40, 40), 40.0))
+    elif case == "nan":
+        data = np.full((40, 40, 3), 40.0)
+        data[3, 3, 1] = np.nan
+        _ct_volume(path, data)
+    else:
+        _ct_volume(path, np.random.default_rng(0).random((40, 40, 3)))
+    before = path.read_bytes()
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(CONFIGS / "inference.yaml"),
+           f"--input_file={path}", f"--ckpt_dir={weights}", f"--output_dir={tmp_path / 'out'}"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert proc.returncode != 0
+    assert f"bad_{case}.nii.gz" in proc.stderr and message in proc.stderr, proc.stderr[-3000:]
+    assert path.read_bytes() == before
+    assert not list((tmp_path / "out").glob("*.nii.gz"))
