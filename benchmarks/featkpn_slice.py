@@ -12,10 +12,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
+
+
+def _peak_rss_mb() -> float:
+    """Peak RSS of this process image (``VmHWM``; unlike ``ru_maxrss`` it does not inherit the parent's peak)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("VmHWM not found in /proc/self/status")
 
 
 def _measure(impl: str, mode: str, size: int, threads: int, repeats: int) -> dict:
@@ -31,7 +39,7 @@ def _measure(impl: str, mode: str, size: int, threads: int, repeats: int) -> dic
     net = FeatKPN()
     net.train(mode == "train")
     x = torch.rand(1, 1, size, size)
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss0 = _peak_rss_mb()
     times = []
     for _ in range(repeats + 1):
         t0 = time.perf_counter()
@@ -42,7 +50,7 @@ def _measure(impl: str, mode: str, size: int, threads: int, repeats: int) -> dic
             with torch.no_grad():
                 net(x)
         times.append(time.perf_counter() - t0)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _peak_rss_mb()
     return {"impl": impl, "mode": mode, "s_per_slice": min(times[1:]), "peak_extra_MB": peak - rss0}
 
 

@@ -17,6 +17,7 @@ from monai.metrics import PSNRMetric, RMSEMetric, SSIMMetric
 ArrayLike = np.ndarray | torch.Tensor
 
 __all__ = [
+    "ssim_slices",
     "as_batch",
     "hu_mae",
     "nrmse",
@@ -78,6 +79,29 @@ def ssim(pred: ArrayLike, ref: ArrayLike, data_range: float, win_size: int = 11,
     p, r, dims = _pair(pred, ref)
     metric = SSIMMetric(spatial_dims=dims, data_range=float(data_range), win_size=win_size, kernel_sigma=sigma)
     return float(metric(p, r).mean())
+
+
+def ssim_slices(
+    pred: ArrayLike, ref: ArrayLike, data_range: float, axis: int = -1, win_size: int = 11, sigma: float = 1.5
+) -> float:
+    """Mean 2D SSIM over the slices of a volume along spatial ``axis`` (-1 = the last, axial z for RAS volumes).
+
+    The convention of 2D (slice-wise) CT denoising papers; also defined when the volume has fewer slices than the
+    window. ``pred`` / ``ref``: ``(X, Y, Z)`` or ``(B, C, X, Y, Z)``.
+    """
+    if not data_range > 0:
+        raise ValueError(f"data_range must be > 0, got {data_range}")
+    p, r, dims = _pair(pred, ref)
+    if dims != 3:
+        raise ValueError(f"ssim_slices needs 3D volumes, got {dims} spatial dims")
+    ax = 2 + (axis % 3)
+
+    def to_slices(t: torch.Tensor) -> torch.Tensor:  # (B, C, X, Y, Z) -> (B * S, C, H, W)
+        t = t.movedim(ax, 1)
+        return t.reshape(t.shape[0] * t.shape[1], *t.shape[2:])
+
+    metric = SSIMMetric(spatial_dims=2, data_range=float(data_range), win_size=win_size, kernel_sigma=sigma)
+    return float(metric(to_slices(p), to_slices(r)).mean())
 
 
 def rmse(pred: ArrayLike, ref: ArrayLike) -> float:

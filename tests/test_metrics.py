@@ -76,3 +76,19 @@ def test_data_range_must_be_explicit_and_positive(pair):
         M.psnr(pred, ref, 0)
     with pytest.raises(ValueError, match="shape"):
         M.psnr(pred[:-1], ref, 1.0)
+
+
+def test_slicewise_ssim_is_the_mean_of_skimage_2d_ssim_over_axial_slices():
+    rng = np.random.default_rng(3)
+    ref = rng.normal(40.0, 30.0, (40, 36, 5)).astype(np.float32)  # fewer slices than the SSIM window
+    pred = ref + rng.normal(0.0, 15.0, ref.shape).astype(np.float32)
+    expected = np.mean(
+        [
+            structural_similarity(pred[..., z], ref[..., z], data_range=160.0, gaussian_weights=True, sigma=1.5,
+                                  use_sample_covariance=False)  # fmt: skip
+            for z in range(ref.shape[-1])
+        ]
+    )
+    assert M.ssim_slices(pred, ref, 160.0) == pytest.approx(expected, abs=1e-3)
+    with pytest.raises(ValueError, match="3D"):
+        M.ssim_slices(pred[..., 0], ref[..., 0], 160.0)

@@ -39,9 +39,12 @@ def compute_item_metrics(
     data_range: float | str = "reference_max",
     window: Sequence[float] | None = None,
     scale: float = 1.0,
+    ssim_axis: int | None = None,
 ) -> dict[str, float]:
     """Metrics of one ``pred`` against ``ref`` ((C, *spatial) tensors), after multiplying by ``scale`` (to physical
-    units) and clipping to ``window`` when given. ``data_range``: a number, ``"reference_max"`` or ``"window"``."""
+    units) and clipping to ``window`` when given. ``data_range``: a number, ``"reference_max"`` or ``"window"``.
+    ``ssim_axis``: None = SSIM over the whole image (2D or 3D); an axis (-1 = axial z) = mean 2D SSIM over the slices
+    along it (the convention of slice-wise CT papers)."""
     p, r = pred.float() * scale, ref.float() * scale
     if window is not None:
         lo, hi = float(window[0]), float(window[1])
@@ -57,7 +60,7 @@ def compute_item_metrics(
     p, r = p.unsqueeze(0), r.unsqueeze(0)
     fns = {
         "psnr": lambda: M.psnr(p, r, dr),
-        "ssim": lambda: M.ssim(p, r, dr),
+        "ssim": lambda: M.ssim(p, r, dr) if ssim_axis is None else M.ssim_slices(p, r, dr, axis=ssim_axis),
         "rmse": lambda: M.rmse(p, r),
         "nrmse": lambda: M.nrmse(p, r),
         "mae": lambda: M.hu_mae(p, r),
@@ -81,6 +84,7 @@ class GroupedMetricsReport:
         scale: factor to physical units (e.g. the SUV scale) applied before metrics.
         prefix: file-name prefix (one report per window/setting).
         units: label of the RMSE units for the table header.
+        ssim_axis: SSIM per 2D slice along this spatial axis, averaged (None: one 2D/3D SSIM per item).
         plot: also write ``<prefix>_vs_<group_key>.png``: each metric of input and output against the group value
             (numeric groups only).
     """
@@ -97,6 +101,7 @@ class GroupedMetricsReport:
         units: str = "",
         input_key: str = "image",
         plot: bool = False,
+        ssim_axis: int | None = None,
     ) -> None:
         self.output_dir = Path(output_dir)
         self.group_key = group_key
@@ -108,6 +113,7 @@ class GroupedMetricsReport:
         self.units = units
         self.input_key = input_key
         self.plot = bool(plot)
+        self.ssim_axis = ssim_axis
         self.rows: list[dict[str, Any]] = []
         self.logger = logging.getLogger(__name__)
 
@@ -126,7 +132,13 @@ class GroupedMetricsReport:
             group = item.get(self.group_key, "all") if isinstance(item, dict) else "all"
             group = float(torch.as_tensor(group).reshape(-1)[0]) if not isinstance(group, str) else group
             row: dict[str, Any] = {"item": source_of(out.get(self.input_key), ""), self.group_key: group}
-            kw = dict(names=self.metric_names, data_range=self.data_range, window=self.window, scale=self.scale)
+            kw = dict(
+                names=self.metric_names,
+                data_range=self.data_range,
+                window=self.window,
+                scale=self.scale,
+                ssim_axis=self.ssim_axis,
+            )
             for tag, key in (("input", self.input_key), ("output", "pred")):
                 for name, value in compute_item_metrics(out[key], out["label"], **kw).items():
                     row[f"{tag}_{name}"] = value

@@ -225,6 +225,8 @@ class NAFStudent(nn.Module):
 
     Args:
         dose_conditioned: False is the no-dose ablation (``dose`` is then accepted and ignored).
+        freeze_decoder: the decoder's parameters get ``requires_grad=False`` (it is the teacher's decoder, loaded
+            by :func:`load_teacher_into_student`), so an optimiser built from the trainable parameters skips it.
     """
 
     def __init__(
@@ -235,10 +237,14 @@ class NAFStudent(nn.Module):
         latent_channels: int = 512,
         dose_conditioned: bool = True,
         dose_hidden: int = 64,
+        freeze_decoder: bool = False,
     ) -> None:
         super().__init__()
         self.encoder = NAFEncoder(in_channels, width, num_blocks, latent_channels, dose_conditioned, dose_hidden)
         self.decoder = NAFDecoder(in_channels, width, num_blocks, latent_channels)
+        if freeze_decoder:
+            for p in self.decoder.parameters():
+                p.requires_grad_(False)
 
     def encode(self, x: torch.Tensor, dose: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
         _check_multiple_of_8(x)
