@@ -86,6 +86,11 @@ def test_featkpn_shapes_residual_and_kernel_option(normalized):
         net(torch.rand(1, 1, 30, 32))
 
 
+def test_boolean_options_refuse_strings():
+    with pytest.raises(TypeError, match="True or False"):
+        FeatKPN(normalize_kernels="false")  # what `--network_def#normalize_kernels false` passes on the command line
+
+
 def test_featkpn_output_is_input_when_the_last_conv_is_zero():
     net = FeatKPN().eval()
     torch.nn.init.zeros_(net.out_conv.weight)

@@ -84,8 +84,14 @@ def test_slicewise_ssim_is_the_mean_of_skimage_2d_ssim_over_axial_slices():
     pred = ref + rng.normal(0.0, 15.0, ref.shape).astype(np.float32)
     expected = np.mean(
         [
-            structural_similarity(pred[..., z], ref[..., z], data_range=160.0, gaussian_weights=True, sigma=1.5,
-                                  use_sample_covariance=False)  # fmt: skip
+            structural_similarity(
+                pred[..., z],
+                ref[..., z],
+                data_range=160.0,
+                gaussian_weights=True,
+                sigma=1.5,
+                use_sample_covariance=False,
+            )  # fmt: skip
             for z in range(ref.shape[-1])
         ]
     )

@@ -173,7 +173,8 @@ class GroupedMetricsReport:
                 str(e["n"]),
             ]
             for m in self.metric_names:
-                digits = 4 if m in ("ssim", "nrmse") else 2
+                small = max(abs(e[f"input_{m}"]), abs(e[f"output_{m}"])) < 1.0  # e.g. RMSE in normalised units
+                digits = 4 if m in ("ssim", "nrmse") or small else 2
                 cells += [f"{e[f'input_{m}']:.{digits}f}", f"{e[f'output_{m}']:.{digits}f}"]
             if "psnr_gain_db" in e:
                 cells.append(f"{e['psnr_gain_db']:+.2f}")

@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from common.networks.args import require_bool
 from common.networks.pixel_kernels import apply_pixel_kernels, normalize_kernels
 
 __all__ = ["FeatKPN", "KPNEncoder", "KernelHead", "ResBlock", "UpConv"]
@@ -121,7 +122,7 @@ class FeatKPN(nn.Module):
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size}")
         self.kernel_size = int(kernel_size)
-        self.normalize = bool(normalize_kernels)
+        self.normalize = require_bool(normalize_kernels, "normalize_kernels")
         s = negative_slope
         self.encoder = KPNEncoder(in_channels, nf, s)
         self.proj0 = nn.Sequential(_conv3(nf, nk), nn.LeakyReLU(s, inplace=True))

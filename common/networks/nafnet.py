@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.networks.args import require_bool
 from common.networks.film import film_modulate
 
 __all__ = [
@@ -152,6 +153,7 @@ class NAFEncoder(nn.Module):
         dose_hidden: int = 64,
     ) -> None:
         super().__init__()
+        require_bool(dose_conditioned, "dose_conditioned")
         body = 8 * width
         self.intro = nn.Conv2d(in_channels, width, 3, padding=1)
         self.down1 = nn.Conv2d(width, 2 * width, 3, stride=2, padding=1)
@@ -197,6 +199,68 @@ class NAFDecoder(nn.Module):
         return torch.tanh(self.out(self.up(self.blocks(self.from_latent(z)))))
 
 
+@torch.no_grad()
+def _space_to_depth_init(conv: nn.Conv2d, n_in: int) -> None:
+    """Make output channels ``4c + 2a + b`` (``c < n_in``) of a 3x3 / stride-2 / padding-1 conv copy pixel
+    ``(2i + a, 2j + b)`` of input channel ``c`` (an exact space-to-depth); those outputs ignore every other input."""
+    conv.weight[: 4 * n_in].zero_()
+    conv.bias[: 4 * n_in].zero_()
+    for c in range(n_in):
+        for a in range(2):
+            for b in range(2):
+                conv.weight[4 * c + 2 * a + b, c, 1 + a, 1 + b] = 1.0
+
+
+@torch.no_grad()
+def _depth_to_space_init(deconv: nn.ConvTranspose2d, n_out: int) -> None:
+    """Inverse of :func:`_space_to_depth_init` for a 3x3 / stride-2 / padding-1 / output-padding-1 transposed conv:
+    output channel ``c < n_out`` at ``(2i + a, 2j + b)`` = input channel ``4c + 2a + b`` at ``(i, j)``."""
+    deconv.weight[:, :n_out].zero_()
+    deconv.bias[:n_out].zero_()
+    for c in range(n_out):
+        for a in range(2):
+            for b in range(2):
+                deconv.weight[4 * c + 2 * a + b, c, 1 + a, 1 + b] = 1.0
+
+
+@torch.no_grad()
+def _copy_channels_init(conv: nn.Conv2d, n: int, zero_other_inputs: bool = True) -> None:
+    """Output channel ``i < n`` of a conv = input channel ``i`` (centre tap), optionally ignoring other inputs."""
+    k = conv.kernel_size[0] // 2
+    if zero_other_inputs:
+        conv.weight[:n].zero_()
+    else:
+        conv.weight[:n, :n].zero_()
+    conv.bias[:n].zero_()
+    for i in range(n):
+        conv.weight[i, i, k, k] = 1.0
+
+
+def identity_init(encoder: NAFEncoder, decoder: NAFDecoder) -> None:
+    """Initialise encoder + decoder so that the autoencoder starts as ``tanh(x)`` (our addition, for short CPU
+    schedules): input channel 0 is carried losslessly through the three stride-2 convs by exact space-to-depth
+    (1 -> 4 -> 16 -> 64 channels, all within the layers' widths), copied through the 1x1 convs (NAFBlocks start as
+    the identity anyway) and restored by exact depth-to-space in the transposed convs; every other channel keeps its
+    random initialisation and joins in as training proceeds. Needs ``width >= 1``, ``8 * width >= 64`` and
+    ``latent_channels >= 64``."""
+    body = encoder.down3.out_channels
+    if encoder.intro.in_channels != 1 or body < 64 or encoder.to_latent.out_channels < 64:
+        raise ValueError("identity_init needs 1 input channel, width >= 8 and latent_channels >= 64")
+    with torch.no_grad():
+        encoder.intro.weight[0].zero_()
+        encoder.intro.bias[0] = 0.0
+        encoder.intro.weight[0, 0, 1, 1] = 1.0
+    _space_to_depth_init(encoder.down1, 1)
+    _space_to_depth_init(encoder.down2, 4)
+    _space_to_depth_init(encoder.down3, 16)
+    _copy_channels_init(encoder.to_latent, 64)
+    _copy_channels_init(decoder.from_latent, 64)
+    _depth_to_space_init(decoder.up[0], 16)
+    _depth_to_space_init(decoder.up[1], 4)
+    _depth_to_space_init(decoder.up[2], 1)
+    _copy_channels_init(decoder.out, 1)
+
+
 def _check_multiple_of_8(x: torch.Tensor) -> None:
     if x.shape[-1] % 8 != 0 or x.shape[-2] % 8 != 0:
         raise ValueError(f"spatial size must be a multiple of 8, got {x.shape[-2]} x {x.shape[-1]}")
@@ -205,13 +269,24 @@ def _check_multiple_of_8(x: torch.Tensor) -> None:
 class NAFAutoencoder(nn.Module):
     """The teacher: :class:`NAFEncoder` + :class:`NAFDecoder`, trained on normal-dose images only.
 
+    ``identity_start``: start as ``tanh(x)`` (:func:`identity_init`); False = plain random initialisation.
+
     ``forward(x)``: ``(B, 1, H, W)`` in [-1, 1] -> reconstruction of the same shape in [-1, 1].
     """
 
-    def __init__(self, in_channels: int = 1, width: int = 32, num_blocks: int = 8, latent_channels: int = 512) -> None:
+    def __init__(
+        self,
+        in_channels: int = 1,
+        width: int = 32,
+        num_blocks: int = 8,
+        latent_channels: int = 512,
+        identity_start: bool = True,
+    ) -> None:
         super().__init__()
         self.encoder = NAFEncoder(in_channels, width, num_blocks, latent_channels)
         self.decoder = NAFDecoder(in_channels, width, num_blocks, latent_channels)
+        if require_bool(identity_start, "identity_start"):
+            identity_init(self.encoder, self.decoder)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_multiple_of_8(x)
@@ -242,7 +317,7 @@ class NAFStudent(nn.Module):
         super().__init__()
         self.encoder = NAFEncoder(in_channels, width, num_blocks, latent_channels, dose_conditioned, dose_hidden)
         self.decoder = NAFDecoder(in_channels, width, num_blocks, latent_channels)
-        if freeze_decoder:
+        if require_bool(freeze_decoder, "freeze_decoder"):
             for p in self.decoder.parameters():
                 p.requires_grad_(False)
 

@@ -1,0 +1,194 @@
+"""ct_lowdose_anatomy_distill: NAFNet blocks, teacher / dose-conditioned student, distillation loss, the teacher kept
+frozen through student training (in memory and through the bundle's two-stage run), and inference needing a dose."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT, run_bundle
+from monai.bundle import ConfigParser
+
+from common.losses import DistillationLoss, SobelGradientLoss
+from common.networks.nafnet import (
+    NAFAutoencoder,
+    NAFBlock,
+    NAFStudent,
+    StudentWithIntermediates,
+    load_teacher_into_student,
+)
+
+BUNDLE = ROOT / "bundles" / "ct_lowdose_anatomy_distill"
+CONFIGS = BUNDLE / "configs"
+SMALL = dict(width=8, num_blocks=2, latent_channels=64)
+
+
+def _count(m: torch.nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+def test_parameter_counts_match_the_specification():
+    teacher, student = NAFAutoencoder(), NAFStudent()
+    for got, want in (
+        (_count(teacher.encoder), 4.3e6),
+        (_count(student.encoder), 4.5e6),
+        (_count(teacher.decoder), 4.3e6),
+    ):
+        assert abs(got - want) / want < 0.03, (got, want)
+
+
+def test_nafblock_starts_as_identity_and_learns():
+    block = NAFBlock(16)
+    x = torch.randn(2, 16, 8, 8)
+    torch.testing.assert_close(block(x), x)
+    torch.nn.init.constant_(block.beta, 0.5)
+    assert not torch.allclose(block(x), x)
+
+
+def test_teacher_starts_as_tanh_of_its_input():
+    torch.manual_seed(0)
+    x = torch.rand(2, 1, 24, 40) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(NAFAutoencoder(**SMALL)(x), torch.tanh(x))  # lossless through the 1/8 latent
+        assert not torch.allclose(NAFAutoencoder(identity_start=False, **SMALL)(x), torch.tanh(x))
+
+
+def test_student_starts_as_teacher_and_dose_conditions_after_training():
+    torch.manual_seed(0)
+    teacher = NAFAutoencoder(**SMALL).eval()
+    student = load_teacher_into_student(NAFStudent(**SMALL), teacher).eval()
+    x = torch.rand(2, 1, 16, 24) * 2 - 1
+    with torch.no_grad():
+        for dose in (0.1, 0.7):
+            torch.testing.assert_close(student(x, torch.full((2, 1), dose)), teacher(x))  # SFT starts as identity
+        for block in student.encoder.blocks:
+            torch.nn.init.normal_(block.sft.proj.weight, std=0.3)
+        low, high = student(x, torch.full((2, 1), 0.1)), student(x, torch.full((2, 1), 0.7))
+    assert not torch.allclose(low, high)
+    assert not any(p.requires_grad for p in student.decoder.parameters())
+    with pytest.raises(ValueError, match="dose"):
+        student(x)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        student(torch.rand(1, 1, 12, 16), torch.ones(1, 1))
+
+
+def test_no_dose_ablation_ignores_the_dose():
+    torch.manual_seed(0)
+    net = NAFStudent(dose_conditioned=False, **SMALL).eval()
+    assert net.encoder.embed is None and all(b.sft is None for b in net.encoder.blocks)
+    x = torch.rand(1, 1, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x, torch.tensor([[0.1]])), net(x, torch.tensor([[0.7]])))
+        torch.testing.assert_close(net(x), net(x, torch.tensor([[0.7]])))
+    with pytest.raises(TypeError, match="True or False"):
+        NAFStudent(dose_conditioned="false", **SMALL)  # `--dose_conditioned false` on the command line
+
+
+def test_sobel_gradient_loss():
+    loss = SobelGradientLoss()
+    x = torch.rand(2, 1, 16, 16)
+    assert loss(x, x).item() == 0.0
+    assert loss(x + 0.3, x).item() == pytest.approx(0.0, abs=1e-6)  # offsets have no gradient
+    assert loss(torch.roll(x, 1, dims=-1), x).item() > 0.01
+
+
+def test_distillation_loss_terms_and_frozen_teacher():
+    torch.manual_seed(0)
+    teacher = NAFAutoencoder(**SMALL)
+    student = load_teacher_into_student(NAFStudent(**SMALL), teacher)
+    loss = DistillationLoss(teacher.encoder).train()
+    assert not teacher.encoder.training and not any(p.requires_grad for p in teacher.encoder.parameters())
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    view = StudentWithIntermediates(student)
+    target = torch.rand(2, 1, 32, 32) * 2 - 1
+    dose = torch.tensor([[0.25], [0.5]])
+    loss(view(target, dose), target)  # student = teacher and input = target: no latent / feature distance
+    assert loss.last_terms["latent"] == pytest.approx(0.0, abs=1e-10)
+    assert loss.last_terms["feature"] == pytest.approx(0.0, abs=1e-10)
+    noisy = target + 0.2 * torch.randn_like(target)
+    opt = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=1e-3)
+    value = loss(view(noisy, dose), target)
+    assert loss.last_terms["latent"] > 0 and loss.last_terms["feature"] > 0 and loss.last_terms["gradient"] > 0
+    value.backward()
+    opt.step()
+    for k, v in teacher.state_dict().items():
+        assert torch.equal(v, before[k]), k  # teacher encoder and (shared, frozen) decoder unchanged
+    torch.testing.assert_close(student.decoder.state_dict(), teacher.decoder.state_dict())
+    assert not torch.equal(student.encoder.intro.weight, teacher.encoder.intro.weight)  # the student learned
+
+
+def _sha(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_two_stage_training_keeps_the_teacher_frozen(tmp_path, data_cache):
+    """train.yaml runs the teacher stage when its checkpoint is missing; the student's epochs leave the teacher
+    checkpoint and the teacher decoder inside the student bit-identical, while the student encoder changes."""
+    train = f"['{CONFIGS / 'train.yaml'}','{CONFIGS / 'smoke.yaml'}']"
+    common = [f"--ckpt_dir={tmp_path / 'models'}", f"--output_dir={tmp_path / 'eval'}",
+              f"--data_cache_dir={data_cache / 'distill'}"]  # fmt: skip
+    out = run_bundle(["run", "training", "--config_file", train, "--max_epochs=1", *common])
+    teacher_ckpt = tmp_path / "models" / "teacher" / "model.pt"
+    assert teacher_ckpt.is_file() and "teacher" in out.stdout + out.stderr
+    sha = _sha(teacher_ckpt)
+    teacher = torch.load(teacher_ckpt, map_location="cpu", weights_only=True)
+    first = torch.load(tmp_path / "models" / "checkpoint_last.pt", map_location="cpu", weights_only=False)["model"]
+    run_bundle(["run", "training", "--config_file", train, "--max_epochs=2", *common])
+    second = torch.load(tmp_path / "models" / "checkpoint_last.pt", map_location="cpu", weights_only=False)["model"]
+    assert _sha(teacher_ckpt) == sha  # stage 1 did not run again and nothing rewrote it
+    for state in (first, second):
+        for k, v in teacher.items():
+            if k.startswith("decoder."):
+                assert torch.equal(state[k], v), k
+    assert not torch.equal(first["encoder.intro.weight"], second["encoder.intro.weight"])
+    sft = [k for k in second if ".sft." in k]
+    assert sft and any(not torch.equal(first[k], second[k]) for k in sft)  # the dose conditioning trains
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("distill_models")
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "inference.yaml"))
+    torch.manual_seed(0)
+    torch.save(parser.get_parsed_content("network_def").state_dict(), folder / "model.pt")
+    return folder
+
+
+def _ct(path, shape=(37, 30, 2)):
+    data = np.full(shape, -1000.0, np.float32)
+    data[4:-4, 4:-4] = 40.0
+    affine = np.array([[-0.8, 0, 0, 5.0], [0, 0.8, 0, -3.0], [0, 0, 3.0, 40.0], [0, 0, 0, 1]])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(data, affine), str(path))
+    return data, affine
+
+
+def test_inference_needs_the_dose_and_keeps_geometry(tmp_path, weights):
+    path = tmp_path / "in" / "ct.nii.gz"
+    data, affine = _ct(path)
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(CONFIGS / "inference.yaml"),
+           f"--input_file={path}", f"--ckpt_dir={weights}", f"--output_dir={tmp_path / 'out'}"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert proc.returncode != 0 and "ct.nii.gz: missing dose metadata 'dose'" in proc.stderr, proc.stderr[-2000:]
+    assert not list((tmp_path / "out").glob("*.nii.gz"))
+    run_bundle(["run", "--config_file", str(CONFIGS / "inference.yaml"), f"--input_file={path}", "--dose=0.25",
+                f"--ckpt_dir={weights}", f"--output_dir={tmp_path / 'out'}"])  # fmt: skip
+    img = nib.load(str(next((tmp_path / "out").glob("*denoised.nii.gz"))))
+    assert img.shape == data.shape
+    np.testing.assert_allclose(img.affine, affine, atol=1e-4)
+    out = img.get_fdata()
+    assert np.isfinite(out).all() and out.min() >= -1000.001 and out.max() <= 1000.001  # tanh range, in HU
+
+
+def test_config_dose_switch_builds_the_ablation():
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "train.yaml"))
+    parser["dose_conditioned"] = False
+    net = parser.get_parsed_content("network_def")
+    assert net.encoder.embed is None
