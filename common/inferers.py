@@ -24,7 +24,7 @@ from monai.data import MetaTensor
 from monai.inferers import Inferer, SlidingWindowInferer
 from monai.utils import convert_to_dst_type
 
-__all__ = ["PaddedSlidingWindowInferer", "SliceWiseInferer", "crop_to_shape", "pad_to_multiple"]
+__all__ = ["FlipEnsembleInferer", "PaddedSlidingWindowInferer", "SliceWiseInferer", "crop_to_shape", "pad_to_multiple"]
 
 
 def pad_to_multiple(
@@ -194,3 +194,34 @@ class SliceWiseInferer(Inferer):
         c_out = out.shape[1]
         out = out.reshape(b, n_slices, c_out, *plane).permute(0, 2, 1, 3, 4)
         return out.movedim(2, axis)
+
+
+class FlipEnsembleInferer(Inferer):
+    """Test-time flip ensemble around another inferer: the mean of ``flip(inferer(flip(x)))`` over ``flips``.
+
+    Use flips the network was trained to be equivariant to (those of its flip augmentation). Each entry of ``flips``
+    is a list of SPATIAL axes (0 = X) to flip together; ``[]`` is the unflipped input. Cost: ``len(flips)`` runs.
+
+    Args:
+        inferer: the inner inferer (e.g. :class:`PaddedSlidingWindowInferer`).
+        flips: e.g. ``[[], [0], [2], [0, 2]]``.
+    """
+
+    def __init__(self, inferer: Inferer, flips: Sequence[Sequence[int]] = ((), (0,))) -> None:
+        super().__init__()
+        if not flips:
+            raise ValueError("flips must hold at least one entry ([] = the unflipped input)")
+        self.inferer = inferer
+        self.flips = [tuple(int(a) for a in f) for f in flips]
+
+    def __call__(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> torch.Tensor:
+        """``inputs`` (B, C, *spatial) -> mean output over the flips, same shape as the inner inferer's output."""
+        total: torch.Tensor | None = None
+        for axes in self.flips:
+            dims = [2 + a for a in axes]
+            x = torch.flip(inputs, dims) if dims else inputs
+            y = self.inferer(x, network, *args, **kwargs)
+            y = torch.flip(y, dims) if dims else y
+            total = y if total is None else total + y
+        assert total is not None
+        return total / len(self.flips)

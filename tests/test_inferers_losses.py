@@ -76,3 +76,21 @@ def test_deep_supervision_wraps_monai():
     preds = [torch.ones(1, 1, 8, 8, 8), torch.zeros(1, 1, 4, 4, 4)]
     value = float(loss(preds, target))
     assert value == pytest.approx(0.5, rel=1e-4)  # MONAI: sum of 1 * 0 (full res) + 0.5 * 1 (half res)
+
+
+def test_flip_ensemble_averages_flipped_predictions():
+    from monai.inferers import SimpleInferer
+
+    from common.inferers import FlipEnsembleInferer
+
+    torch.manual_seed(0)
+    net = torch.nn.Conv3d(1, 1, 3, padding=1)
+    x = torch.rand(1, 1, 6, 5, 4)
+    flips = [[], [0], [2], [0, 2]]
+    with torch.no_grad():
+        out = FlipEnsembleInferer(SimpleInferer(), flips)(x, net)
+        expected = sum(torch.flip(net(torch.flip(x, [2 + a for a in f])), [2 + a for a in f]) for f in flips) / 4
+        torch.testing.assert_close(out, expected)
+        assert not torch.allclose(out, net(x))  # a random conv is not flip-equivariant: the ensemble differs
+        ident = torch.nn.Identity()
+        torch.testing.assert_close(FlipEnsembleInferer(SimpleInferer(), flips)(x, ident), x)
