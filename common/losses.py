@@ -11,6 +11,8 @@ import torch
 from monai.losses import DeepSupervisionLoss, SSIMLoss
 from torch import nn
 
+from common.networks.frozen import freeze
+
 __all__ = [
     "AnatomicalPerceptionLoss",
     "DistillationLoss",
@@ -107,15 +109,22 @@ def deep_supervision(
     return ds
 
 
-def freeze(module: nn.Module) -> nn.Module:
-    """Put ``module`` in eval mode with ``requires_grad=False`` on every parameter; returns it."""
-    module.eval()
-    for p in module.parameters():
-        p.requires_grad_(False)
-    return module
+class _LossWithFrozenParts(nn.Module):
+    """Base of losses that hold frozen networks: the submodules named in ``frozen_parts`` (``None`` allowed) stay in
+    eval mode when the loss is put in train mode."""
+
+    frozen_parts: tuple[str, ...] = ()
+
+    def train(self, mode: bool = True) -> _LossWithFrozenParts:
+        super().train(mode)
+        for name in self.frozen_parts:
+            part = getattr(self, name)
+            if part is not None:
+                part.eval()
+        return self
 
 
-class AnatomicalPerceptionLoss(nn.Module):
+class AnatomicalPerceptionLoss(_LossWithFrozenParts):
     """``(1 - w) * L1(pred, target) + w * mean_l L1(phi_l(pred), phi_l(target))`` (Feat-KPN, w = 0.01).
 
     ``phi_l`` are the features of a FROZEN anatomical network (``feature_net.features(x)`` -> list of tensors, e.g.
@@ -132,6 +141,8 @@ class AnatomicalPerceptionLoss(nn.Module):
     ``pred`` / ``target``: ``(B, C, H, W)`` in the network's normalised units (the feature net was trained on them).
     """
 
+    frozen_parts = ("feature_net",)
+
     def __init__(self, feature_net: nn.Module | None = None, anatomical_weight: float = 0.01) -> None:
         super().__init__()
         w = float(anatomical_weight)
@@ -143,12 +154,6 @@ class AnatomicalPerceptionLoss(nn.Module):
             raise TypeError("feature_net must define features(x) -> list of feature tensors")
         self.weight = w
         self.feature_net = freeze(feature_net) if (feature_net is not None and w > 0) else None
-
-    def train(self, mode: bool = True) -> AnatomicalPerceptionLoss:
-        super().train(mode)
-        if self.feature_net is not None:
-            self.feature_net.eval()
-        return self
 
     def anatomical_term(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Mean over feature levels of the L1 distance between the frozen network's features."""
@@ -167,7 +172,7 @@ class AnatomicalPerceptionLoss(nn.Module):
         return (1.0 - self.weight) * l1 + self.weight * self.anatomical_term(pred, target)
 
 
-class DistillationLoss(nn.Module):
+class DistillationLoss(_LossWithFrozenParts):
     """Teacher-student latent distillation (``ct_lowdose_anatomy_distill``, METHODS.md section 3).
 
     ``loss = latent_weight * MSE(z_s, z_t) + image_weight * [L1 + ssim_weight * (1 - SSIM)](y_s, y)
@@ -180,6 +185,8 @@ class DistillationLoss(nn.Module):
     Args:
         teacher_encoder: module with ``forward(x) -> (latent, [features])``; frozen here (eval, no grad).
     """
+
+    frozen_parts = ("teacher",)
 
     def __init__(
         self,
@@ -202,11 +209,6 @@ class DistillationLoss(nn.Module):
         self.image_loss = L1SSIMLoss(2, l1_weight=1.0, ssim_weight=ssim_weight, data_range=data_range, win_size=11)
         self.gradient_loss = SobelGradientLoss()
         self.last_terms: dict[str, float] = {}
-
-    def train(self, mode: bool = True) -> DistillationLoss:
-        super().train(mode)
-        self.teacher.eval()
-        return self
 
     def forward(self, pred: dict[str, torch.Tensor | list[torch.Tensor]], target: torch.Tensor) -> torch.Tensor:
         if not isinstance(pred, dict) or not {"pred", "latent", "features"} <= set(pred):

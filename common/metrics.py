@@ -89,8 +89,6 @@ def ssim_slices(
     The convention of 2D (slice-wise) CT denoising papers; also defined when the volume has fewer slices than the
     window. ``pred`` / ``ref``: ``(X, Y, Z)`` or ``(B, C, X, Y, Z)``.
     """
-    if not data_range > 0:
-        raise ValueError(f"data_range must be > 0, got {data_range}")
     p, r, dims = _pair(pred, ref)
     if dims != 3:
         raise ValueError(f"ssim_slices needs 3D volumes, got {dims} spatial dims")
@@ -100,8 +98,7 @@ def ssim_slices(
         t = t.movedim(ax, 1)
         return t.reshape(t.shape[0] * t.shape[1], *t.shape[2:])
 
-    metric = SSIMMetric(spatial_dims=2, data_range=float(data_range), win_size=win_size, kernel_sigma=sigma)
-    return float(metric(to_slices(p), to_slices(r)).mean())
+    return ssim(to_slices(p), to_slices(r), data_range, win_size=win_size, sigma=sigma)
 
 
 def rmse(pred: ArrayLike, ref: ArrayLike) -> float:

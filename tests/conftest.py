@@ -33,3 +33,12 @@ def run_bundle(args: list[str], cwd: Path = ROOT, timeout: int = 900) -> subproc
             f"monai.bundle {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
         )
     return proc
+
+
+def run_bundle_failing(args: list[str], cwd: Path = ROOT, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run ``python -m monai.bundle <args>`` in a subprocess that must FAIL; returns it (for its stderr/stdout)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
+    assert proc.returncode != 0, f"monai.bundle {' '.join(args)} unexpectedly succeeded:\n{proc.stdout[-2000:]}"
+    return proc

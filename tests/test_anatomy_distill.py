@@ -4,14 +4,12 @@ frozen through student training (in memory and through the bundle's two-stage ru
 from __future__ import annotations
 
 import hashlib
-import subprocess
-import sys
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, run_bundle
+from conftest import ROOT, run_bundle, run_bundle_failing
 from monai.bundle import ConfigParser
 
 from common.losses import DistillationLoss, SobelGradientLoss
@@ -172,10 +170,11 @@ def _ct(path, shape=(37, 30, 2)):
 def test_inference_needs_the_dose_and_keeps_geometry(tmp_path, weights):
     path = tmp_path / "in" / "ct.nii.gz"
     data, affine = _ct(path)
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(CONFIGS / "inference.yaml"),
-           f"--input_file={path}", f"--ckpt_dir={weights}", f"--output_dir={tmp_path / 'out'}"]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
-    assert proc.returncode != 0 and "ct.nii.gz: missing dose metadata 'dose'" in proc.stderr, proc.stderr[-2000:]
+    proc = run_bundle_failing(
+        ["run", "--config_file", str(CONFIGS / "inference.yaml"), f"--input_file={path}", f"--ckpt_dir={weights}",
+         f"--output_dir={tmp_path / 'out'}"]
+    )  # fmt: skip
+    assert "ct.nii.gz: missing dose metadata 'dose'" in proc.stderr, proc.stderr[-2000:]
     assert not list((tmp_path / "out").glob("*.nii.gz"))
     run_bundle(["run", "--config_file", str(CONFIGS / "inference.yaml"), f"--input_file={path}", "--dose=0.25",
                 f"--ckpt_dir={weights}", f"--output_dir={tmp_path / 'out'}"])  # fmt: skip

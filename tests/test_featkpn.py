@@ -4,14 +4,11 @@ kept, bad input, anatomical weight 0 needs no anatomical network)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, run_bundle
+from conftest import ROOT, run_bundle, run_bundle_failing
 from monai.bundle import ConfigParser
 
 from common.datalist import reference_items, select_items
@@ -290,10 +287,10 @@ def test_inference_bad_input_is_a_clear_error(tmp_path, weights, case, message):
     else:
         _ct_volume(path, np.random.default_rng(0).random((40, 40, 3)))
     before = path.read_bytes()
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(CONFIGS / "inference.yaml"),
-           f"--input_file={path}", f"--ckpt_dir={weights}", f"--output_dir={tmp_path / 'out'}"]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
-    assert proc.returncode != 0
+    proc = run_bundle_failing(
+        ["run", "--config_file", str(CONFIGS / "inference.yaml"), f"--input_file={path}", f"--ckpt_dir={weights}",
+         f"--output_dir={tmp_path / 'out'}"]
+    )  # fmt: skip
     assert f"bad_{case}.nii.gz" in proc.stderr and message in proc.stderr, proc.stderr[-3000:]
     assert path.read_bytes() == before
     assert not list((tmp_path / "out").glob("*.nii.gz"))

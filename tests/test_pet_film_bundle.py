@@ -7,7 +7,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, run_bundle
+from conftest import ROOT, run_bundle, run_bundle_failing
 from monai.bundle import ConfigParser
 
 from common.networks import MixedPool
@@ -68,12 +68,7 @@ def test_inference_any_shape_keeps_affine_and_units(tmp_path, weights):
 
 def _failing_inference(*args: str) -> str:
     """Run the inference config with ``args``; it must fail. Returns its combined output."""
-    import subprocess
-    import sys
-
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(CONFIGS / "inference.yaml"), *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
-    assert proc.returncode != 0
+    proc = run_bundle_failing(["run", "--config_file", str(CONFIGS / "inference.yaml"), *args])
     return proc.stderr + proc.stdout
 
 

@@ -26,6 +26,7 @@ from torch import nn
 
 from common.networks.args import require_bool
 from common.networks.film import film_modulate
+from common.networks.frozen import freeze
 
 __all__ = [
     "ConditionedNAFBlock",
@@ -224,13 +225,10 @@ def _depth_to_space_init(deconv: nn.ConvTranspose2d, n_out: int) -> None:
 
 
 @torch.no_grad()
-def _copy_channels_init(conv: nn.Conv2d, n: int, zero_other_inputs: bool = True) -> None:
-    """Output channel ``i < n`` of a conv = input channel ``i`` (centre tap), optionally ignoring other inputs."""
+def _copy_channels_init(conv: nn.Conv2d, n: int) -> None:
+    """Output channel ``i < n`` of a conv = input channel ``i`` (centre tap); those outputs ignore other inputs."""
     k = conv.kernel_size[0] // 2
-    if zero_other_inputs:
-        conv.weight[:n].zero_()
-    else:
-        conv.weight[:n, :n].zero_()
+    conv.weight[:n].zero_()
     conv.bias[:n].zero_()
     for i in range(n):
         conv.weight[i, i, k, k] = 1.0
@@ -318,8 +316,7 @@ class NAFStudent(nn.Module):
         self.encoder = NAFEncoder(in_channels, width, num_blocks, latent_channels, dose_conditioned, dose_hidden)
         self.decoder = NAFDecoder(in_channels, width, num_blocks, latent_channels)
         if require_bool(freeze_decoder, "freeze_decoder"):
-            for p in self.decoder.parameters():
-                p.requires_grad_(False)
+            freeze(self.decoder)
 
     def encode(self, x: torch.Tensor, dose: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
         _check_multiple_of_8(x)
@@ -354,7 +351,5 @@ def load_teacher_into_student(student: NAFStudent, teacher: NAFAutoencoder, free
     if unexpected or any(not (k.startswith("embed.") or ".sft." in k) for k in missing):
         raise RuntimeError(f"teacher/student encoders differ: missing {missing}, unexpected {unexpected}")
     if freeze_decoder:
-        student.decoder.eval()
-        for p in student.decoder.parameters():
-            p.requires_grad_(False)
+        freeze(student.decoder)
     return student
