@@ -56,11 +56,15 @@ class PaddedSlidingWindowInferer(Inferer):
     """Sliding-window inference with Gaussian blending on any input shape.
 
     Args:
-        roi_size: window size (each a multiple of ``divisor``); clamped to the padded input size.
+        roi_size: window size (each a multiple of ``divisor``); clamped to the padded input size; a non-positive
+            entry takes the whole axis (MONAI's convention).
         sw_batch_size: windows per network call.
         overlap: fraction of window overlap (0.5 = half).
         mode: blending, ``"gaussian"`` (default) or ``"constant"``.
-        divisor: the network's size multiple (``2**levels``).
+        divisor: the network's size multiple (``2**levels``), one for all axes or one per axis.
+        output_scale: for up-sampling networks, output size / input size per axis (e.g. ``(1, 1, 4)`` for x4
+            through-plane SR): MONAI stitches the larger windows at ``start * scale`` and resizes the blending map to
+            them; the result is cropped to ``input shape * scale``.
         pad_mode: ``torch.nn.functional.pad`` mode for the divisor padding.
         sw_device / device: as MONAI's ``SlidingWindowInferer`` (e.g. windows on GPU, stitching on CPU).
     """
@@ -71,16 +75,18 @@ class PaddedSlidingWindowInferer(Inferer):
         sw_batch_size: int = 1,
         overlap: float = 0.5,
         mode: str = "gaussian",
-        divisor: int = 16,
+        divisor: int | Sequence[int] = 16,
         pad_mode: str = "replicate",
         sigma_scale: float = 0.125,
+        output_scale: Sequence[int] | None = None,
         sw_device: str | torch.device | None = None,
         device: str | torch.device | None = None,
         progress: bool = False,
     ) -> None:
         super().__init__()
         self.roi_size = roi_size
-        self.divisor = int(divisor)
+        self.divisor = int(divisor) if isinstance(divisor, int) else tuple(int(d) for d in divisor)
+        self.output_scale = None if output_scale is None else tuple(int(f) for f in output_scale)
         self.pad_mode = pad_mode
         self.kwargs = dict(
             sw_batch_size=sw_batch_size,
@@ -93,7 +99,7 @@ class PaddedSlidingWindowInferer(Inferer):
         )
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> torch.Tensor:
-        """``inputs`` (B, C, *spatial) -> output of the same spatial shape."""
+        """``inputs`` (B, C, *spatial) -> output of the same spatial shape (times ``output_scale``)."""
         padded, spatial = pad_to_multiple(inputs, self.divisor, self.pad_mode)
         n = len(spatial)
         roi = [int(self.roi_size)] * n if isinstance(self.roi_size, int) else [int(r) for r in self.roi_size]
@@ -102,7 +108,7 @@ class PaddedSlidingWindowInferer(Inferer):
         out = inferer(padded, network, *args, **kwargs)
         if not isinstance(out, torch.Tensor):
             raise TypeError(f"network output must be a tensor in inference, got {type(out)}")
-        return crop_to_shape(out, spatial)
+        return crop_to_shape(out, spatial, self.output_scale)
 
 
 class SliceWiseInferer(Inferer):

@@ -8,11 +8,13 @@ width; for PET, usually the reference maximum via :func:`reference_max`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import numpy as np
 import torch
 from monai.metrics import PSNRMetric, RMSEMetric, SSIMMetric
+from monai.metrics.regression import compute_ssim_and_cs
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -60,25 +62,57 @@ def reference_max(ref: ArrayLike) -> float:
     return float(as_batch(ref).max())
 
 
-def psnr(pred: ArrayLike, ref: ArrayLike, data_range: float) -> float:
-    """Peak signal-to-noise ratio in dB: ``20 log10(data_range) - 10 log10(MSE)`` (MONAI ``PSNRMetric``)."""
+def _mask_like(mask: ArrayLike, like: torch.Tensor) -> torch.Tensor:
+    m = as_batch(mask, like.ndim - 2).bool()
+    if m.shape != like.shape:
+        raise ValueError(f"mask shape {tuple(m.shape)} differs from image shape {tuple(like.shape)}")
+    if not m.any():
+        raise ValueError("mask is empty")
+    return m
+
+
+def psnr(pred: ArrayLike, ref: ArrayLike, data_range: float, mask: ArrayLike | None = None) -> float:
+    """Peak signal-to-noise ratio in dB: ``20 log10(data_range) - 10 log10(MSE)`` (MONAI ``PSNRMetric``).
+
+    With a boolean ``mask`` (same shape), the MSE is the mean over the mask's voxels (e.g. inside the body)."""
     if not data_range > 0:
         raise ValueError(f"data_range must be > 0, got {data_range}")
     p, r, _ = _pair(pred, ref)
-    return float(PSNRMetric(max_val=float(data_range))(p, r).mean())
+    if mask is None:
+        return float(PSNRMetric(max_val=float(data_range))(p, r).mean())
+    mse = float(((p - r)[_mask_like(mask, p)] ** 2).mean())
+    return float("inf") if mse == 0 else 20.0 * math.log10(float(data_range)) - 10.0 * math.log10(mse)
 
 
-def ssim(pred: ArrayLike, ref: ArrayLike, data_range: float, win_size: int = 11, sigma: float = 1.5) -> float:
+def ssim(
+    pred: ArrayLike,
+    ref: ArrayLike,
+    data_range: float,
+    win_size: int = 11,
+    sigma: float = 1.5,
+    mask: ArrayLike | None = None,
+) -> float:
     """Structural similarity with a Gaussian window (MONAI ``SSIMMetric``; 2D or 3D from the input's dimensions).
 
     Matches ``skimage.metrics.structural_similarity(..., gaussian_weights=True, sigma=1.5,
-    use_sample_covariance=False, data_range=data_range)`` on the valid region.
+    use_sample_covariance=False, data_range=data_range)`` on the valid region. With a boolean ``mask``, the mean of
+    the SSIM map over the mask's voxels (the map covers the valid region: the mask is cropped by ``win_size // 2``).
     """
     if not data_range > 0:
         raise ValueError(f"data_range must be > 0, got {data_range}")
     p, r, dims = _pair(pred, ref)
-    metric = SSIMMetric(spatial_dims=dims, data_range=float(data_range), win_size=win_size, kernel_sigma=sigma)
-    return float(metric(p, r).mean())
+    if mask is None:
+        metric = SSIMMetric(spatial_dims=dims, data_range=float(data_range), win_size=win_size, kernel_sigma=sigma)
+        return float(metric(p, r).mean())
+    m = _mask_like(mask, p)
+    if min(p.shape[2:]) < win_size:
+        raise ValueError(f"SSIM window {win_size} is larger than the image {tuple(p.shape[2:])}")
+    ssim_map, _ = compute_ssim_and_cs(p, r, dims, [win_size] * dims, [sigma] * dims, float(data_range))
+    h = win_size // 2
+    m = m[(slice(None), slice(None), *[slice(h, s - h) for s in m.shape[2:]])]
+    if not m.any():
+        raise ValueError("mask is empty inside the SSIM valid region")
+    return float(ssim_map[m].mean())
 
 
 def ssim_slices(
@@ -130,12 +164,7 @@ def hu_mae(pred: ArrayLike, ref: ArrayLike, mask: ArrayLike | None = None) -> fl
     diff = (p - r).abs()
     if mask is None:
         return float(diff.mean())
-    m = as_batch(mask).bool()
-    if m.shape != diff.shape:
-        raise ValueError(f"mask shape {tuple(m.shape)} differs from image shape {tuple(diff.shape)}")
-    if not m.any():
-        raise ValueError("mask is empty")
-    return float(diff[m].mean())
+    return float(diff[_mask_like(mask, diff)].mean())
 
 
 def suv_bias_in_masks(pred: ArrayLike, ref: ArrayLike, masks: Mapping[str, ArrayLike]) -> dict[str, dict[str, float]]:

@@ -40,11 +40,14 @@ def compute_item_metrics(
     window: Sequence[float] | None = None,
     scale: float = 1.0,
     ssim_axis: int | None = None,
+    mask: torch.Tensor | None = None,
+    ssim_win: int = 11,
 ) -> dict[str, float]:
     """Metrics of one ``pred`` against ``ref`` ((C, *spatial) tensors), after multiplying by ``scale`` (to physical
     units) and clipping to ``window`` when given. ``data_range``: a number, ``"reference_max"`` or ``"window"``.
     ``ssim_axis``: None = SSIM over the whole image (2D or 3D); an axis (-1 = axial z) = mean 2D SSIM over the slices
-    along it (the convention of slice-wise CT papers)."""
+    along it (the convention of slice-wise CT papers). ``mask``: optional (C, *spatial) 0/1 tensor: PSNR, SSIM (whole
+    image) and MAE inside it (e.g. the body); RMSE/NRMSE stay global."""
     p, r = pred.float() * scale, ref.float() * scale
     if window is not None:
         lo, hi = float(window[0]), float(window[1])
@@ -58,22 +61,30 @@ def compute_item_metrics(
     else:
         dr = float(data_range)
     p, r = p.unsqueeze(0), r.unsqueeze(0)
+    m = None if mask is None else torch.as_tensor(mask).unsqueeze(0) > 0.5
+    if m is not None and ssim_axis is not None:
+        raise ValueError("a mask needs ssim_axis=None (masked SSIM is computed on the whole volume)")
     fns = {
-        "psnr": lambda: M.psnr(p, r, dr),
-        "ssim": lambda: M.ssim(p, r, dr) if ssim_axis is None else M.ssim_slices(p, r, dr, axis=ssim_axis),
+        "psnr": lambda: M.psnr(p, r, dr, mask=m),
+        "ssim": lambda: (
+            M.ssim(p, r, dr, win_size=ssim_win, mask=m)
+            if ssim_axis is None
+            else M.ssim_slices(p, r, dr, axis=ssim_axis, win_size=ssim_win)
+        ),
         "rmse": lambda: M.rmse(p, r),
         "nrmse": lambda: M.nrmse(p, r),
-        "mae": lambda: M.hu_mae(p, r),
+        "mae": lambda: M.hu_mae(p, r, mask=m),
     }
     return {n: fns[n]() for n in names}
 
 
 class GroupedMetricsReport:
-    """Compute metrics of ``image`` and ``pred`` against ``label`` per item and summarise them per group.
+    """Compute metrics of ``image`` and ``pred`` (or any ``candidates``) against ``label`` per item and summarise
+    them per group.
 
     Writes ``<output_dir>/<prefix>_items.csv`` (one row per item) and ``<prefix>_summary.md`` (mean per group of
-    input and output metrics and the PSNR gain), logs the table, and stores ``<group>=<v>/<metric>`` means in
-    ``engine.state.metrics``.
+    every candidate's metrics and the PSNR gain of ``output`` over ``gain_over``), logs the table, and stores
+    ``<group>=<v>/<metric>`` means in ``engine.state.metrics``.
 
     Args:
         output_dir: where the CSV and Markdown go.
@@ -85,8 +96,15 @@ class GroupedMetricsReport:
         prefix: file-name prefix (one report per window/setting).
         units: label of the RMSE units for the table header.
         ssim_axis: SSIM per 2D slice along this spatial axis, averaged (None: one 2D/3D SSIM per item).
-        plot: also write ``<prefix>_vs_<group_key>.png``: each metric of input and output against the group value
+        plot: also write ``<prefix>_vs_<group_key>.png``: each metric of every candidate against the group value
             (numeric groups only).
+        candidates: ordered ``{tag: output key}`` compared with ``label``; default ``{"input": input_key,
+            "output": "pred"}`` (e.g. add classical baselines: ``{"linear": "linear", "cubic": "cubic",
+            "output": "pred"}``). The ``output`` tag must be present.
+        gain_over: tag whose PSNR the gain column subtracts from the output's (default: the first candidate).
+        mask_key: optional key of a 0/1 mask (e.g. ``mask``, the body) in the output or the batch item: PSNR, SSIM
+            and MAE inside it.
+        ssim_win: SSIM window size.
     """
 
     def __init__(
@@ -102,6 +120,10 @@ class GroupedMetricsReport:
         input_key: str = "image",
         plot: bool = False,
         ssim_axis: int | None = None,
+        candidates: dict[str, str] | None = None,
+        gain_over: str | None = None,
+        mask_key: str | None = None,
+        ssim_win: int = 11,
     ) -> None:
         self.output_dir = Path(output_dir)
         self.group_key = group_key
@@ -114,6 +136,14 @@ class GroupedMetricsReport:
         self.input_key = input_key
         self.plot = bool(plot)
         self.ssim_axis = ssim_axis
+        self.candidates = dict(candidates) if candidates else {"input": input_key, "output": "pred"}
+        if "output" not in self.candidates:
+            raise ValueError(f"candidates must include an 'output' tag, got {list(self.candidates)}")
+        self.gain_over = gain_over or next(iter(self.candidates))
+        if self.gain_over not in self.candidates:
+            raise ValueError(f"gain_over {self.gain_over!r} is not a candidate tag {list(self.candidates)}")
+        self.mask_key = mask_key
+        self.ssim_win = int(ssim_win)
         self.rows: list[dict[str, Any]] = []
         self.logger = logging.getLogger(__name__)
 
@@ -138,11 +168,23 @@ class GroupedMetricsReport:
                 window=self.window,
                 scale=self.scale,
                 ssim_axis=self.ssim_axis,
+                mask=self._mask(out, item),
+                ssim_win=self.ssim_win,
             )
-            for tag, key in (("input", self.input_key), ("output", "pred")):
+            for tag, key in self.candidates.items():
                 for name, value in compute_item_metrics(out[key], out["label"], **kw).items():
                     row[f"{tag}_{name}"] = value
             self.rows.append(row)
+
+    def _mask(self, out: dict[str, Any], item: Any) -> torch.Tensor | None:
+        """The mask from the evaluator output, else from the batch item (MONAI evaluators output only image, label
+        and pred)."""
+        if self.mask_key is None:
+            return None
+        for source in (out, item):
+            if isinstance(source, dict) and self.mask_key in source:
+                return source[self.mask_key]
+        raise KeyError(f"mask key '{self.mask_key}' is neither in the evaluator output nor in the batch")
 
     def summary(self) -> list[dict[str, Any]]:
         """Mean of every metric per group, sorted by group value."""
@@ -153,19 +195,20 @@ class GroupedMetricsReport:
         for g in sorted(groups, key=lambda v: (isinstance(v, str), v)):
             rows = groups[g]
             entry: dict[str, Any] = {self.group_key: g, "n": len(rows)}
-            for tag in ("input", "output"):
+            for tag in self.candidates:
                 for name in self.metric_names:
                     entry[f"{tag}_{name}"] = float(np.mean([r[f"{tag}_{name}"] for r in rows]))
             if "psnr" in self.metric_names:
-                entry["psnr_gain_db"] = entry["output_psnr"] - entry["input_psnr"]
+                entry["psnr_gain_db"] = entry["output_psnr"] - entry[f"{self.gain_over}_psnr"]
             table.append(entry)
         return table
 
     def markdown(self) -> str:
         table = self.summary()
-        header = [self.group_key, "n"] + [f"{t} {m.upper()}" for m in self.metric_names for t in ("input", "output")]
+        tags = list(self.candidates)
+        header = [self.group_key, "n"] + [f"{t} {m.upper()}" for m in self.metric_names for t in tags]
         if "psnr" in self.metric_names:
-            header.append("PSNR gain (dB)")
+            header.append("PSNR gain (dB)" if self.gain_over == "input" else f"PSNR gain over {self.gain_over} (dB)")
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for e in table:
             cells = [
@@ -173,9 +216,9 @@ class GroupedMetricsReport:
                 str(e["n"]),
             ]
             for m in self.metric_names:
-                small = max(abs(e[f"input_{m}"]), abs(e[f"output_{m}"])) < 1.0  # e.g. RMSE in normalised units
+                small = max(abs(e[f"{t}_{m}"]) for t in tags) < 1.0  # e.g. RMSE in normalised units
                 digits = 4 if m in ("ssim", "nrmse") or small else 2
-                cells += [f"{e[f'input_{m}']:.{digits}f}", f"{e[f'output_{m}']:.{digits}f}"]
+                cells += [f"{e[f'{t}_{m}']:.{digits}f}" for t in tags]
             if "psnr_gain_db" in e:
                 cells.append(f"{e['psnr_gain_db']:+.2f}")
             lines.append("| " + " | ".join(cells) + " |")
@@ -194,7 +237,8 @@ class GroupedMetricsReport:
         xs = [e[self.group_key] for e in table]
         fig, axes = plt.subplots(1, len(self.metric_names), figsize=(4 * len(self.metric_names), 3.2), squeeze=False)
         for ax, name in zip(axes[0], self.metric_names, strict=True):
-            for tag, style in (("input", "o--"), ("output", "s-")):
+            for tag in self.candidates:
+                style = "s-" if tag == "output" else "o--"
                 ax.plot(xs, [e[f"{tag}_{name}"] for e in table], style, label=tag)
             ax.set_xlabel(self.group_key)
             ax.set_ylabel(name.upper() + (f" ({self.units})" if self.units and name in ("rmse", "mae") else ""))

@@ -17,12 +17,16 @@ from ignite.engine import Engine, Events
 __all__ = ["PanelWriter", "save_panel"]
 
 
-def _axial(x: torch.Tensor | np.ndarray, z: int | None) -> np.ndarray:
+VIEWS = {"axial": 2, "coronal": 1, "sagittal": 0}
+
+
+def _plane(x: torch.Tensor | np.ndarray, z: int | None, view: str = "axial") -> np.ndarray:
     a = np.asarray(torch.as_tensor(x).detach().float().cpu())
     a = a[0] if a.ndim in (3, 4) and a.shape[0] == 1 else a
     if a.ndim == 3:
-        a = a[..., a.shape[-1] // 2 if z is None else z]
-    return a.T  # (X, Y) -> rows = Y, columns = X for display
+        axis = VIEWS[view]
+        a = np.take(a, a.shape[axis] // 2 if z is None else z, axis=axis)
+    return a.T  # (X, Y) -> rows = Y, columns = X for display (coronal: rows = Z)
 
 
 def save_panel(
@@ -33,8 +37,10 @@ def save_panel(
     error_window: float | None = None,
     suptitle: str = "",
     z: int | None = None,
+    view: str = "axial",
 ) -> Path:
-    """Save input/restored/reference images (mid axial slice, fixed ``window``) plus |restored - reference|.
+    """Save input/restored/reference images (mid slice of ``view``: ``axial`` (default), ``coronal`` or ``sagittal``;
+    ``z`` = slice index along that view's axis; fixed ``window``) plus |restored - reference|.
 
     ``images`` is ``[input, restored, reference]``; the error panel is added automatically. Written atomically.
     """
@@ -43,7 +49,9 @@ def save_panel(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sl = [_axial(im, z) for im in images]
+    if view not in VIEWS:
+        raise ValueError(f"view must be one of {sorted(VIEWS)}, got {view!r}")
+    sl = [_plane(im, z, view) for im in images]
     err = np.abs(sl[1] - sl[2])
     emax = error_window if error_window is not None else (window[1] - window[0]) / 4
     fig, axes = plt.subplots(1, len(sl) + 1, figsize=(3.2 * (len(sl) + 1), 3.4))
@@ -76,6 +84,9 @@ class PanelWriter:
         titles: titles of input, restored, reference.
         epoch_engine: the trainer, whose epoch numbers the files (optional).
         scale: multiply intensities by this before display (e.g. back to SUV), applied to ``window`` too.
+        keys: output keys shown as input, restored, reference (e.g. ``("cubic", "pred", "label")`` for SR, whose
+            thick input is on another grid).
+        view: ``axial``, ``coronal`` (shows z: through-plane SR) or ``sagittal``.
     """
 
     def __init__(
@@ -87,7 +98,13 @@ class PanelWriter:
         epoch_engine: Engine | None = None,
         scale: float = 1.0,
         dose_key: str | None = None,
+        keys: Sequence[str] = ("image", "pred", "label"),
+        view: str = "axial",
     ) -> None:
+        if len(keys) != 3:
+            raise ValueError(f"keys must name input, restored and reference, got {keys!r}")
+        self.keys = tuple(keys)
+        self.view = view
         self.output_dir = output_dir
         self.window = (float(window[0]) * scale, float(window[1]) * scale)
         self.titles = list(titles)
@@ -112,18 +129,23 @@ class PanelWriter:
         item = out[0] if isinstance(out, list) else out
         batch = engine.state.batch
         bitem = batch[0] if isinstance(batch, list) else batch
-        self._item = {k: item[k].detach().cpu() for k in ("image", "pred", "label") if k in item}
+        self._item = {k: item[k].detach().cpu() for k in self.keys if k in item}
         if self.dose_key and isinstance(bitem, dict) and self.dose_key in bitem:
             self._item["dose"] = float(torch.as_tensor(bitem[self.dose_key]).reshape(-1)[0])
 
     def _write(self, engine: Engine) -> None:
-        if self._item is None or not all(k in self._item for k in ("image", "pred", "label")):
+        if self._item is None or not all(k in self._item for k in self.keys):
             return
         epoch = self.epoch_engine.state.epoch if self.epoch_engine is not None else engine.state.epoch
-        ims = [self._item[k] * self.scale for k in ("image", "pred", "label")]
+        ims = [self._item[k] * self.scale for k in self.keys]
         title = f"epoch {epoch}" + (f", {self.dose_key} {self._item['dose']:g}" if "dose" in self._item else "")
         path = save_panel(
-            Path(self.output_dir) / f"{self.prefix}_epoch{epoch}.png", ims, self.titles, self.window, suptitle=title
+            Path(self.output_dir) / f"{self.prefix}_epoch{epoch}.png",
+            ims,
+            self.titles,
+            self.window,
+            suptitle=title,
+            view=self.view,
         )
         latest = Path(self.output_dir) / f"{self.prefix}_latest.png"
         tmp = latest.with_name(f".{latest.name}.tmp")

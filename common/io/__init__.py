@@ -7,6 +7,7 @@ Bad input raises :class:`common.errors.InputDataError` naming the file (and DICO
 from __future__ import annotations
 
 from common.io.dicom import DicomVolume, lps_to_ras, read_ct_hu, read_dicom_series
+from common.io.monai_reader import CTDicomSeriesReader
 from common.io.monai_save import AtomicSaveImaged
 from common.io.nifti import NIFTI_SUFFIXES, load_nifti, load_nifti_with_header, nifti_suffix, save_nifti
 from common.io.suv import (
@@ -23,6 +24,7 @@ from common.io.suv import (
 __all__ = [
     "AtomicSaveImaged",
     "CSV_COLUMNS",
+    "CTDicomSeriesReader",
     "DicomVolume",
     "F18_HALF_LIFE_S",
     "NIFTI_SUFFIXES",

@@ -5,6 +5,7 @@
 - :mod:`common.networks.film_unet` — :class:`FiLMUNet` (bundle ``pet_lowdose_film_unet``).
 - :mod:`common.networks.pixel_kernels` — per-pixel, per-channel kernel application (kernel-prediction networks).
 - :mod:`common.networks.featkpn` — :class:`FeatKPN` (bundle ``ct_lowdose_featkpn``).
+- :mod:`common.networks.zsr_unet` — :class:`ThroughPlaneSRNet` (bundle ``ct_throughplane_sr``).
 - :mod:`common.networks.anatomy_unet` — :class:`AnatomyUNet`, the frozen network of the anatomical loss.
 """
 
@@ -16,9 +17,13 @@ from common.networks.featkpn import FeatKPN
 from common.networks.film import FiLM, FiLMGenerator, encode_drf, film_modulate
 from common.networks.film_unet import FiLMUNet
 from common.networks.pixel_kernels import apply_pixel_kernels, apply_pixel_kernels_unfold, normalize_kernels
+from common.networks.zsr_unet import ThroughPlaneSRNet, linear_upsample_z, shuffle_z
 
 __all__ = [
     "AnatomyUNet",
+    "ThroughPlaneSRNet",
+    "linear_upsample_z",
+    "shuffle_z",
     "FeatKPN",
     "apply_pixel_kernels",
     "apply_pixel_kernels_unfold",

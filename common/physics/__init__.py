@@ -40,10 +40,12 @@ from common.physics.projector import (
 from common.physics.slices import (
     FWHM_PER_SIGMA,
     fwhm_to_sigma,
+    interpolate_z,
     simulate_thick_slices,
     slice_profile_sigma_vox,
     thick_slice_affine,
     thick_slice_indices,
+    thin_positions,
     thin_slice_affine,
 )
 
@@ -64,6 +66,7 @@ __all__ = [
     "fwhm_to_sigma",
     "gaussian_kernel_1d",
     "hu_to_mu",
+    "interpolate_z",
     "mu_to_hu",
     "noise_std_reduction",
     "pad_to_square",
@@ -78,6 +81,7 @@ __all__ = [
     "system_matrix",
     "thick_slice_affine",
     "thick_slice_indices",
+    "thin_positions",
     "thin_slice_affine",
     "uniform_angles_deg",
 ]

@@ -32,6 +32,8 @@ from common.errors import InputDataError
 __all__ = [
     "FWHM_PER_SIGMA",
     "fwhm_to_sigma",
+    "interpolate_z",
+    "thin_positions",
     "simulate_thick_slices",
     "slice_profile_sigma_vox",
     "thick_slice_affine",
@@ -107,6 +109,50 @@ def simulate_thick_slices(
     if sigma > 0:
         vol = ndimage.gaussian_filter1d(vol, sigma, axis=2, mode="nearest", truncate=_TRUNCATE)
     return np.ascontiguousarray(vol[:, :, indices])
+
+
+def thin_positions(n_thick: int, factor: int) -> np.ndarray:
+    """Thick-grid coordinate of every thin output slice: ``j / factor`` for ``j = 0 .. n_thick * factor - 1``.
+
+    Thin slice ``k * factor`` lies exactly on thick slice ``k`` (the correspondence of :func:`simulate_thick_slices`
+    with ``offset = 0`` relative to the thick grid); the last ``factor - 1`` thin slices lie past the last thick one.
+    """
+    _check_factor_offset(factor, 0)
+    if n_thick < 1:
+        raise ValueError(f"n_thick must be >= 1, got {n_thick}")
+    return np.arange(int(n_thick) * int(factor), dtype=np.float64) / float(factor)
+
+
+def interpolate_z(volume: np.ndarray, factor: int, order: int = 3) -> np.ndarray:
+    """Interpolate a thick-slice volume onto the thin grid along z (the classical baselines of through-plane SR).
+
+    Args:
+        volume: ``(X, Y, Zt)`` thick-slice volume (HU).
+        factor: integer up-sampling factor along z.
+        order: 1 = linear (trilinear on a grid that only changes along z), 3 = cubic B-spline (scipy's spline
+            interpolation with its prefilter, boundary ``'nearest'``).
+
+    Returns:
+        ``(X, Y, Zt * factor)`` float32 array; output slice ``j`` is sampled at thick coordinate ``j / factor``
+        (:func:`thin_positions`): slice ``k * factor`` equals thick slice ``k``, no half-slice shift; positions past
+        the last thick slice take the edge value.
+    """
+    vol = np.asarray(volume, dtype=np.float64)
+    if vol.ndim != 3:
+        raise InputDataError("volume", f"expected an (X, Y, Z) array, got shape {vol.shape}")
+    if order not in (0, 1, 3):
+        raise ValueError(f"order must be 0, 1 or 3, got {order}")
+    x, y, zt = vol.shape
+    pos = np.minimum(thin_positions(zt, factor), zt - 1)
+    flat = vol.reshape(x * y, zt)
+    rows = np.broadcast_to(np.arange(x * y, dtype=np.float64)[:, None], (x * y, pos.size))
+    cols = np.broadcast_to(pos[None, :], (x * y, pos.size))
+    if zt == 1:
+        return np.repeat(vol, int(factor), axis=2).astype(np.float32)
+    # the prefilter runs along both axes of the (voxel, z) array: the spline is also evaluated across rows, at
+    # integer positions, where a filtered spline reproduces the data exactly
+    out = ndimage.map_coordinates(flat, [rows, cols], order=order, mode="nearest", prefilter=order > 1)
+    return out.reshape(x, y, pos.size).astype(np.float32)
 
 
 def _as_affine(affine: np.ndarray) -> np.ndarray:
