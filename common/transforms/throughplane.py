@@ -28,7 +28,15 @@ from common.physics.slices import (
 )
 from common.transforms.validation import source_of
 
-__all__ = ["ZEdgeWeightd", "CheckFactord", "InPlaneAsZd", "InterpolateZd", "ThickFromThind", "ThinGridd", "thick_margin"]
+__all__ = [
+    "ZEdgeWeightd",
+    "CheckFactord",
+    "InPlaneAsZd",
+    "InterpolateZd",
+    "ThickFromThind",
+    "ThinGridd",
+    "thick_margin",
+]
 
 
 def thick_margin(factor: int, fwhm_vox: float | None = None) -> int:
