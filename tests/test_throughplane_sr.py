@@ -343,3 +343,22 @@ def test_z_edge_weights_favour_structures_that_cross_slices():
     assert w.shape == (1, 16, 16, 20)
     assert float(w[0, 4, 12, 9]) > 20 * float(w[0, 4, 12, 2])  # at the edge vs flat, same column
     assert float(w[0, 4, 2, 9]) > 0  # flat regions keep a floor
+
+
+def test_network_output_shape_follows_the_metadata_contract():
+    """MONAI's verify_net_in_out checks channels and dtype only; here the spatial contract of metadata.json:
+    input (4n, 4n, any z) -> output (4n, 4n, z * factor), factor from inference.yaml."""
+    import json
+
+    from monai.bundle import ConfigParser
+
+    meta = json.loads((BUNDLE / "configs" / "metadata.json").read_text())["network_data_format"]
+    assert meta["inputs"]["image"]["spatial_shape"] == ["4*n", "4*n", "*"]
+    assert meta["outputs"]["pred"]["spatial_shape"] == ["4*n", "4*n", "factor*z"]
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE / "configs" / "inference.yaml"))
+    net = parser.get_parsed_content("network_def", instantiate=True).eval()
+    factor = parser.get_parsed_content("factor")
+    with torch.no_grad():
+        for shape in [(8, 12, 3), (16, 8, 7)]:
+            assert net(torch.rand(1, 1, *shape)).shape == (1, 1, shape[0], shape[1], shape[2] * factor)
