@@ -31,7 +31,7 @@ REQUIRED_FILES = (
     "docs/README.md",
     "LICENSE",
 )
-_DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16}
+_DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "int64": torch.long}
 
 
 def meta_schema_path() -> str:
@@ -41,12 +41,17 @@ def meta_schema_path() -> str:
 
 def extra_forward_args(meta: dict[str, Any], batch: int = 1) -> dict[str, torch.Tensor]:
     """Fake tensors for the network's non-image inputs described in ``network_data_format`` (e.g. dose
-    metadata ``meta`` of shape ``(B, num_channels)``), filled with a valid value from ``value_range``."""
+    metadata ``meta`` of shape ``(B, num_channels)``), filled with a valid value from ``value_range``. An input whose
+    ``format`` is ``timesteps`` (diffusion networks) is a ``(B,)`` tensor in the middle of its range."""
     out = {}
     for name, spec in meta["network_data_format"]["inputs"].items():
         if name == "image":
             continue
         lo = (spec.get("value_range") or [0, None])[0] or 0.0
+        if spec.get("format") == "timesteps":
+            hi = (spec.get("value_range") or [0, 0])[1] or 0
+            out[name] = torch.full((batch,), (int(lo) + int(hi)) // 2, dtype=_DTYPES.get(spec["dtype"], torch.long))
+            continue
         value = float(lo) + 0.3
         out[name] = torch.full(
             (batch, int(spec["num_channels"])), value, dtype=_DTYPES.get(spec["dtype"], torch.float32)

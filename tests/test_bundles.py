@@ -38,6 +38,11 @@ def test_torchscript_export_roundtrip(bundle, tmp_path):
     parser.read_meta(str(configs / "metadata.json"))
     torch.manual_seed(0)
     net = parser.get_parsed_content("network_def", instantiate=True)
+    meta = json.loads((configs / "metadata.json").read_text())
+    if meta.get("torchscript") is False:  # declared not scriptable: prove it, so the declaration cannot go stale
+        with pytest.raises(Exception):  # noqa: B017 - TorchScript raises several error types
+            torch.jit.script(net)
+        return
     torch.save(net.state_dict(), tmp_path / "model.pt")
     ckpt_export(
         net_id="network_def",
@@ -47,7 +52,6 @@ def test_torchscript_export_roundtrip(bundle, tmp_path):
         config_file=str(configs / "inference.yaml"),
     )
     scripted = torch.jit.load(str(tmp_path / "model.ts"), map_location="cpu")
-    meta = json.loads((configs / "metadata.json").read_text())
     extra = extra_forward_args(meta)
     image = meta["network_data_format"]["inputs"]["image"]
     x = torch.rand(1, image["num_channels"], *[32] * len(image["spatial_shape"]))  # 2D or 3D networks

@@ -1,0 +1,215 @@
+"""Diffusion pieces (common.diffusion): DDIM timestep pairing and update against a hand computation, MONAI's
+pairing bug shown, v-prediction targets, concat-mode training batches and the channel order at sampling time."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from monai.inferers import DiffusionInferer
+from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
+
+from common.diffusion import ConcatDiffusionPrepareBatch, ddim_step, ddim_timestep_pairs, denoise_input, v_target
+
+
+def _alphas(T: int = 1000) -> torch.Tensor:
+    betas = torch.linspace(1e-4, 0.02, T, dtype=torch.float64)  # linear schedule, as MONAI's "linear_beta"
+    return torch.cumprod(1 - betas, 0)
+
+
+def test_monai_ddim_pairs_timesteps_wrongly_at_small_step_counts():
+    """The MONAI 1.6.1 pitfall this module exists for: set_timesteps and step() disagree on the previous timestep."""
+    sched = DDIMScheduler(num_train_timesteps=1000)
+    sched.set_timesteps(10)
+    ts = sched.timesteps.tolist()
+    assert ts[:3] == [999, 888, 777] and ts[-1] == 0
+    implied_prev = [t - 1000 // 10 for t in ts]  # what step() uses
+    assert implied_prev[0] == 899 != ts[1]
+    assert max(abs(p - q) for p, q in zip(implied_prev[:-1], ts[1:], strict=True)) == 11
+
+
+@pytest.mark.parametrize("n", [1, 10, 20, 50, 1000])
+def test_ddim_pairs_follow_the_schedule_and_end_at_the_clean_image(n):
+    pairs = ddim_timestep_pairs(1000, n)
+    assert len(pairs) == n
+    assert pairs[0][0] == 999 and pairs[-1][1] == -1 and (n == 1 or pairs[-1][0] == 0)
+    for (t, t_prev), (t_next, _) in zip(pairs, pairs[1:], strict=False):
+        assert t_prev == t_next < t
+    sched = DDIMScheduler(num_train_timesteps=1000)
+    sched.set_timesteps(n)
+    assert [t for t, _ in pairs] == sched.timesteps.tolist()  # same timesteps as MONAI, only the pairing differs
+
+
+def test_ddim_step_matches_a_hand_computation():
+    ac = _alphas()
+    torch.manual_seed(0)
+    x_t, eps = torch.randn(1, 1, 4, 4, 4, dtype=torch.float64), torch.randn(1, 1, 4, 4, 4, dtype=torch.float64)
+    t, t_prev = 888, 777
+    a_t, a_p = float(ac[t]), float(ac[t_prev])
+    x0_hand = (x_t - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
+    prev_hand = math.sqrt(a_p) * x0_hand + math.sqrt(1 - a_p) * eps
+    prev, x0 = ddim_step(eps, t, t_prev, x_t, ac)
+    torch.testing.assert_close(x0, x0_hand)
+    torch.testing.assert_close(prev, prev_hand)
+    # MONAI's step() at this point uses alpha of t - 100 = 788 instead of 777: a different result
+    sched = DDIMScheduler(num_train_timesteps=1000, clip_sample=False)
+    sched.alphas_cumprod = ac
+    sched.set_timesteps(10)
+    monai_prev, _ = sched.step(eps, t, x_t)
+    assert (monai_prev - prev_hand).abs().max() > 1e-3
+    # the last step lands on x0 exactly
+    last, x0_last = ddim_step(eps, 0, -1, x_t, ac)
+    torch.testing.assert_close(last, x0_last)
+
+
+def test_ddim_with_exact_noise_recovers_the_clean_image_in_any_number_of_steps():
+    """With the true eps of a noised image, deterministic DDIM returns exactly that image: a check of the whole chain
+    (a wrong pairing leaves a residual error)."""
+    ac = _alphas()
+    torch.manual_seed(1)
+    x0 = torch.rand(1, 1, 6, 6, 6, dtype=torch.float64)
+    eps = torch.randn_like(x0)
+    for n in (5, 10, 20):
+        x = math.sqrt(float(ac[999])) * x0 + math.sqrt(1 - float(ac[999])) * eps
+        for t, t_prev in ddim_timestep_pairs(1000, n):
+            x, _ = ddim_step(eps, t, t_prev, x, ac)
+        torch.testing.assert_close(x, x0)
+
+
+def test_v_prediction_step_equals_the_epsilon_step():
+    ac = _alphas()
+    torch.manual_seed(2)
+    x0, eps = torch.rand(1, 1, 5, 5, 5, dtype=torch.float64), torch.randn(1, 1, 5, 5, 5, dtype=torch.float64)
+    t = torch.tensor([500])
+    a = float(ac[500])
+    x_t = math.sqrt(a) * x0 + math.sqrt(1 - a) * eps
+    v = v_target(x0, eps, t, ac)
+    prev_v, x0_v = ddim_step(v, 500, 400, x_t, ac, prediction_type="v_prediction")
+    prev_e, x0_e = ddim_step(eps, 500, 400, x_t, ac, prediction_type="epsilon")
+    torch.testing.assert_close(x0_v, x0)
+    torch.testing.assert_close(prev_v, prev_e)
+
+
+def test_eta_adds_seeded_noise():
+    ac = _alphas()
+    x_t, eps = torch.zeros(1, 1, 3, 3, 3), torch.zeros(1, 1, 3, 3, 3)
+    a = ddim_step(eps, 500, 400, x_t, ac, eta=1.0, generator=torch.Generator().manual_seed(3))[0]
+    b = ddim_step(eps, 500, 400, x_t, ac, eta=1.0, generator=torch.Generator().manual_seed(3))[0]
+    c = ddim_step(eps, 500, 400, x_t, ac, eta=0.0)[0]
+    torch.testing.assert_close(a, b)
+    assert a.abs().max() > 0 and c.abs().max() == 0
+
+
+def test_concat_batches_keep_the_channel_order_of_sampling():
+    """Training (DiffusionInferer, concat mode) and sampling (denoise_input) feed the network [x_t, condition]."""
+    seen = []
+
+    class Probe(torch.nn.Module):
+        def forward(self, x, timesteps, context=None):
+            seen.append(x.clone())
+            return x[:, :1]
+
+    sched = DDPMScheduler(num_train_timesteps=1000)
+    prep = ConcatDiffusionPrepareBatch(1000, condition_name="image", image_name="label")
+    clean, cond = torch.zeros(2, 1, 4, 4, 4), torch.full((2, 1, 4, 4, 4), 7.0)
+    images, target, args, kwargs = prep({"image": cond, "label": clean})
+    assert kwargs["mode"] == "concat" and torch.equal(images, clean) and torch.equal(target, kwargs["noise"])
+    DiffusionInferer(sched)(images, Probe(), *args, **kwargs)
+    assert torch.equal(seen[0][:, 1:], cond)  # channel 1 = condition
+    noisy = sched.add_noise(clean, kwargs["noise"], kwargs["timesteps"])
+    torch.testing.assert_close(seen[0][:, :1], noisy)
+    torch.testing.assert_close(denoise_input(noisy, cond), seen[0])
+    vprep = ConcatDiffusionPrepareBatch(1000, prediction_type="v_prediction", alphas_cumprod=sched.alphas_cumprod)
+    _, vt, _, vk = vprep({"image": cond, "label": clean})
+    torch.testing.assert_close(vt, v_target(clean, vk["noise"], vk["timesteps"], sched.alphas_cumprod))
+    with pytest.raises(ValueError, match="alphas_cumprod"):
+        ConcatDiffusionPrepareBatch(1000, prediction_type="v_prediction")
+
+
+class _Oracle(torch.nn.Module):
+    """Predicts the eps (or v) that makes x0 equal to the condition channel: a pointwise, exact 'denoiser'."""
+
+    def __init__(self, alphas_cumprod: torch.Tensor, prediction_type: str = "epsilon") -> None:
+        super().__init__()
+        self.ac, self.prediction_type = alphas_cumprod, prediction_type
+
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        a = self.ac.to(x.dtype)[timesteps].view(-1, 1, 1, 1, 1)
+        x_t, cond = x[:, :1], x[:, 1:]
+        eps = (x_t - a.sqrt() * cond) / (1 - a).sqrt()
+        return eps if self.prediction_type == "epsilon" else a.sqrt() * eps - (1 - a).sqrt() * cond
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_sampling_inferer_reaches_the_oracle_target_on_any_shape(prediction_type):
+    from common.diffusion_inferer import DiffusionSamplingInferer
+
+    inferer = DiffusionSamplingInferer(
+        num_steps=10, prediction_type=prediction_type, num_samples=2, roi_size=8, overlap=0.5, divisor=4, clip=None
+    )
+    oracle = _Oracle(inferer.scheduler.alphas_cumprod, prediction_type)
+    cond = torch.rand(1, 1, 13, 9, 11) * 0.5
+    with torch.no_grad():
+        out = inferer(cond, oracle)
+    assert out.shape == (1, 2, 13, 9, 11)
+    torch.testing.assert_close(out[:, :1], cond, atol=1e-4, rtol=0)
+    assert float(out[:, 1:].abs().max()) < 1e-4  # the oracle leaves no sample-to-sample spread
+
+
+def test_sampling_windows_blend_without_seams_on_a_constant_volume():
+    from common.diffusion_inferer import DiffusionSamplingInferer
+
+    inferer = DiffusionSamplingInferer(num_steps=5, roi_size=8, overlap=0.5, divisor=4)
+    oracle = _Oracle(inferer.scheduler.alphas_cumprod)
+    with torch.no_grad():
+
+        def pass_condition(x, timesteps):  # a new tensor: MONAI weights window outputs in place, a view would
+            return x[:, 1:].clone()  # corrupt the input of the overlapping windows
+
+        const = inferer._predict(pass_condition, torch.zeros(1, 1, 20, 12, 9), torch.full((1, 1, 20, 12, 9), 0.3), 500)
+        out = inferer(torch.full((1, 1, 20, 12, 9), 0.3), oracle)
+    torch.testing.assert_close(const, torch.full_like(const, 0.3), atol=1e-6, rtol=0)
+    torch.testing.assert_close(out[:, :1], torch.full_like(out[:, :1], 0.3), atol=1e-4, rtol=0)
+
+
+def test_sampling_is_reproducible_with_a_seed_and_full_ddpm_works():
+    from common.diffusion_inferer import DiffusionSamplingInferer
+
+    class Zero(torch.nn.Module):
+        def forward(self, x, timesteps):
+            return torch.zeros_like(x[:, :1])
+
+    cond = torch.zeros(1, 1, 8, 8, 8)
+    kw = dict(num_steps=4, roi_size=8, divisor=4, eta=1.0)
+    a = DiffusionSamplingInferer(seed=5, **kw)(cond, Zero())
+    b = DiffusionSamplingInferer(seed=5, **kw)(cond, Zero())
+    c = DiffusionSamplingInferer(seed=6, **kw)(cond, Zero())
+    torch.testing.assert_close(a, b)
+    assert (a - c).abs().max() > 1e-3
+    ddpm = DiffusionSamplingInferer(sampler="ddpm", roi_size=8, divisor=4, clip=None)
+    with torch.no_grad():
+        out = ddpm(torch.full((1, 1, 8, 8, 8), 0.2), _Oracle(ddpm.scheduler.alphas_cumprod))
+    torch.testing.assert_close(out[:, :1], torch.full_like(out[:, :1], 0.2), atol=2e-3, rtol=0)
+
+
+def test_residual_chain_generates_the_difference_and_the_sampler_adds_the_condition_back():
+    from common.diffusion_inferer import DiffusionSamplingInferer
+
+    prep = ConcatDiffusionPrepareBatch(1000, residual_scale=10.0)
+    clean, cond = torch.full((1, 1, 4, 4, 4), 0.5), torch.full((1, 1, 4, 4, 4), 0.3)
+    images, _, _, kwargs = prep({"image": cond, "label": clean})
+    torch.testing.assert_close(images, torch.full_like(clean, 2.0))  # 10 * (0.5 - 0.3)
+    inferer = DiffusionSamplingInferer(
+        num_steps=5, roi_size=8, divisor=4, residual_scale=10.0, clip=None, num_samples=2
+    )
+
+    class ResidualOracle(torch.nn.Module):  # eps that makes the residual x0 equal to 2.0 everywhere
+        def forward(self, x, timesteps):
+            a = inferer.scheduler.alphas_cumprod[timesteps].view(-1, 1, 1, 1, 1)
+            return (x[:, :1] - a.sqrt() * 2.0) / (1 - a).sqrt()
+
+    with torch.no_grad():
+        out = inferer(torch.full((1, 1, 8, 8, 8), 0.3), ResidualOracle())
+    torch.testing.assert_close(out[:, :1], torch.full_like(out[:, :1], 0.5), atol=1e-4, rtol=0)
+    assert float(out[:, 1:].abs().max()) < 1e-4
