@@ -36,8 +36,7 @@ __all__ = [
 def v_target(
     x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, alphas_cumprod: torch.Tensor
 ) -> torch.Tensor:
-    """v-prediction target ``v = sqrt(a_t) eps - sqrt(1 - a_t) x0`` (Salimans & Ho 2022), ``a_t = alphas_cumprod[t]``.
-    """
+    """v-prediction target ``v = sqrt(a_t) eps - sqrt(1 - a_t) x0``, ``a_t = alphas_cumprod[t]`` (Salimans & Ho)."""
     a = alphas_cumprod.to(x0.device, x0.dtype)[timesteps].view(-1, *([1] * (x0.ndim - 1)))
     return a.sqrt() * noise - (1 - a).sqrt() * x0
 

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from monai.inferers import Inferer
 from monai.networks.schedulers import DDPMScheduler
+from monai.utils import convert_to_dst_type
 
 from common.diffusion import ddim_step, ddim_timestep_pairs, denoise_input
 from common.inferers import PaddedSlidingWindowInferer
@@ -131,7 +132,5 @@ class DiffusionSamplingInferer(Inferer):
         std = stack.std(dim=0, unbiased=True) if len(samples) > 1 else torch.zeros_like(samples[0])
         out = torch.cat([stack.mean(dim=0), std], dim=1)
         if hasattr(inputs, "meta"):
-            from monai.utils import convert_to_dst_type
-
             out = convert_to_dst_type(out, inputs)[0]
         return out

@@ -13,6 +13,7 @@ from monai.losses import DeepSupervisionLoss, SSIMLoss
 from torch import nn
 
 from common.networks.frozen import freeze
+from common.physics.pet import gaussian_kernel_1d
 
 __all__ = [
     "AnatomicalPerceptionLoss",
@@ -97,12 +98,6 @@ class SobelGradientLoss(nn.Module):
         return (self._grad(pred) - self._grad(target)).abs().mean()
 
 
-def _gaussian_1d(win_size: int, sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    x = torch.arange(win_size, dtype=dtype, device=device) - (win_size - 1) / 2
-    g = torch.exp(-0.5 * (x / sigma) ** 2)
-    return g / g.sum()
-
-
 def ssim_separable(
     pred: torch.Tensor,
     target: torch.Tensor,
@@ -120,7 +115,10 @@ def ssim_separable(
     """
     dims = pred.ndim - 2
     b, c = pred.shape[:2]
-    g = _gaussian_1d(win_size, sigma, pred.dtype, pred.device)
+    # radius win_size // 2: truncate = radius / sigma (scipy's rule int(truncate * sigma + 0.5) gives back the radius)
+    g = torch.as_tensor(
+        gaussian_kernel_1d(sigma, truncate=(win_size // 2) / sigma), dtype=pred.dtype, device=pred.device
+    )
     stats = torch.cat([pred, target, pred * pred, target * target, pred * target], dim=1)  # (B, 5C, *S)
     conv = (F.conv1d, F.conv2d, F.conv3d)[dims - 1]
     for axis in range(dims):

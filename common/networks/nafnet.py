@@ -200,16 +200,22 @@ class NAFDecoder(nn.Module):
         return torch.tanh(self.out(self.up(self.blocks(self.from_latent(z)))))
 
 
+def _write_shuffle_taps(weight: torch.Tensor, n: int) -> None:
+    """Set ``weight[4c + 2a + b, c, 1 + a, 1 + b] = 1`` for ``c < n``: the 2x2 pixel <-> channel taps shared by a
+    stride-2 conv (weight ``(out, in, 3, 3)``) and its transposed conv (weight ``(in, out, 3, 3)``)."""
+    for c in range(n):
+        for a in range(2):
+            for b in range(2):
+                weight[4 * c + 2 * a + b, c, 1 + a, 1 + b] = 1.0
+
+
 @torch.no_grad()
 def _space_to_depth_init(conv: nn.Conv2d, n_in: int) -> None:
     """Make output channels ``4c + 2a + b`` (``c < n_in``) of a 3x3 / stride-2 / padding-1 conv copy pixel
     ``(2i + a, 2j + b)`` of input channel ``c`` (an exact space-to-depth); those outputs ignore every other input."""
     conv.weight[: 4 * n_in].zero_()
     conv.bias[: 4 * n_in].zero_()
-    for c in range(n_in):
-        for a in range(2):
-            for b in range(2):
-                conv.weight[4 * c + 2 * a + b, c, 1 + a, 1 + b] = 1.0
+    _write_shuffle_taps(conv.weight, n_in)
 
 
 @torch.no_grad()
@@ -218,10 +224,7 @@ def _depth_to_space_init(deconv: nn.ConvTranspose2d, n_out: int) -> None:
     output channel ``c < n_out`` at ``(2i + a, 2j + b)`` = input channel ``4c + 2a + b`` at ``(i, j)``."""
     deconv.weight[:, :n_out].zero_()
     deconv.bias[:n_out].zero_()
-    for c in range(n_out):
-        for a in range(2):
-            for b in range(2):
-                deconv.weight[4 * c + 2 * a + b, c, 1 + a, 1 + b] = 1.0
+    _write_shuffle_taps(deconv.weight, n_out)
 
 
 @torch.no_grad()

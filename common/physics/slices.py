@@ -144,11 +144,11 @@ def interpolate_z(volume: np.ndarray, factor: int, order: int = 3) -> np.ndarray
         raise ValueError(f"order must be 0, 1 or 3, got {order}")
     x, y, zt = vol.shape
     pos = np.minimum(thin_positions(zt, factor), zt - 1)
+    if zt == 1:
+        return np.repeat(vol, int(factor), axis=2).astype(np.float32)
     flat = vol.reshape(x * y, zt)
     rows = np.broadcast_to(np.arange(x * y, dtype=np.float64)[:, None], (x * y, pos.size))
     cols = np.broadcast_to(pos[None, :], (x * y, pos.size))
-    if zt == 1:
-        return np.repeat(vol, int(factor), axis=2).astype(np.float32)
     # the prefilter runs along both axes of the (voxel, z) array: the spline is also evaluated across rows, at
     # integer positions, where a filtered spline reproduces the data exactly
     out = ndimage.map_coordinates(flat, [rows, cols], order=order, mode="nearest", prefilter=order > 1)

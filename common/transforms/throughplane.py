@@ -17,6 +17,7 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, RandomizableTransform, SpatialCrop
 from monai.utils import convert_to_dst_type
+from scipy import ndimage
 
 from common.errors import InputDataError
 from common.physics.slices import (
@@ -139,8 +140,6 @@ class ZEdgeWeightd(MapTransform):
         self.weight_key, self.floor = weight_key, float(floor)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        from scipy import ndimage
-
         d = dict(data)
         for key in self.key_iterator(d):
             vol = _channels(d[key])[0].astype(np.float32, copy=False)
