@@ -34,6 +34,9 @@ def locate_bundle_root(folder_name: str) -> str:
     directory if it is that bundle (or any bundle whose folder has that name), ``./bundles/<name>``, then the
     repository this package was installed from (editable installs). ``--bundle_root`` always overrides this.
     """
+    vendored = Path(__file__).resolve().parent.parent  # an exported bundle: <bundle>/common/bundle_utils.py
+    if (vendored / "configs" / "metadata.json").is_file() and _bundle_name(vendored) is not None:
+        return str(vendored)
     cwd = Path.cwd()
     if (cwd / "configs" / "metadata.json").is_file() and _bundle_name(cwd) is not None:
         return str(cwd)

@@ -8,6 +8,7 @@ Commands (``restorezoo <command> --help`` for each)::
     restorezoo simulate-thick IN.nii.gz OUT.nii.gz --factor 4 thick slices (Gaussian profile, FWHM = thickness)
     restorezoo dicom2nifti SERIES_DIR OUT.nii.gz              DICOM / IMA series -> NIfTI (CT in HU, PET in SUVbw)
     restorezoo validate bundles/<name>                        static bundle validation (as CI does)
+    restorezoo export bundles/<name> [--out dist] [--ckpt P]  self-contained model-zoo release folder + zip
 
 Inputs are never modified; outputs are written atomically and may not be the input file.
 """
@@ -165,6 +166,19 @@ def validate(bundle: str) -> bool:
     return True
 
 
+def export(bundle: str, out: str = "dist", ckpt: str | None = None, zip: bool = True, overwrite: bool = False) -> str:
+    """Export a trained bundle (weights ``ckpt``, default ``<bundle>/models/model.pt``) to ``<out>/<name>`` and
+    ``<out>/<name>.zip``: model-zoo layout, TorchScript where the network scripts, the library vendored, so it runs
+    with only the PyPI packages in its metadata.json (MONAI Label: ``--conf models <name>``)."""
+    from common.export import export_bundle
+
+    res = export_bundle(bundle, out, ckpt=ckpt, make_zip=zip, overwrite=overwrite)
+    zip_text = f", {res.zip_path} ({res.zip_bytes / 1e6:.2f} MB)" if res.zip_path else ""
+    ts = "model.pt + model.ts" if res.torchscript else "model.pt (network not scriptable: no model.ts)"
+    print(f"{res.folder} ({res.folder_bytes / 1e6:.2f} MB, {ts}){zip_text}")
+    return str(res.folder)
+
+
 def main() -> None:
     import fire
 
@@ -176,6 +190,7 @@ def main() -> None:
             "simulate-thick": simulate_thick,
             "dicom2nifti": dicom2nifti,
             "validate": validate,
+            "export": export,
         },
         name="restorezoo",
     )

@@ -24,7 +24,14 @@ from monai.data import MetaTensor
 from monai.inferers import Inferer, SlidingWindowInferer
 from monai.utils import convert_to_dst_type
 
-__all__ = ["FlipEnsembleInferer", "PaddedSlidingWindowInferer", "SliceWiseInferer", "crop_to_shape", "pad_to_multiple"]
+__all__ = [
+    "ConditionedInferer",
+    "FlipEnsembleInferer",
+    "PaddedSlidingWindowInferer",
+    "SliceWiseInferer",
+    "crop_to_shape",
+    "pad_to_multiple",
+]
 
 
 def pad_to_multiple(
@@ -231,3 +238,46 @@ class FlipEnsembleInferer(Inferer):
             total = y if total is None else total + y
         assert total is not None
         return total / len(self.flips)
+
+
+class ConditionedInferer(Inferer):
+    """Run ``inferer(inputs, network, condition)`` with the conditioning vector carried by the input itself.
+
+    Conditioned networks (e.g. FiLM on the dose) take ``network(x, condition)``. MONAI's engines can pass the
+    condition with ``PrepareBatchExtraInput``, but MONAI Label and plain inference scripts call only
+    ``inferer(inputs, network)``. Here the condition travels in ``inputs.meta[meta_key]`` (written by
+    ``common.transforms.EncodeDosed(attach_to="image")``), so both callers run the same path. A condition passed
+    explicitly (extra positional / keyword arguments) is used as given.
+
+    Args:
+        inferer: the inner inferer, called as ``inferer(inputs, network, condition)``.
+        meta_key: key of the condition in the input's meta data: ``(M,)`` for one item, ``(B, M)`` once batched.
+    """
+
+    def __init__(self, inferer: Inferer, meta_key: str = "meta") -> None:
+        super().__init__()
+        self.inferer, self.meta_key = inferer, meta_key
+
+    def condition(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The ``(B, M)`` float condition of ``inputs`` (B, C, *spatial), on the inputs' device."""
+        meta = inputs.meta if isinstance(inputs, MetaTensor) else {}
+        if self.meta_key not in meta:
+            source = meta.get("filename_or_obj", "the input")
+            raise ValueError(
+                f"{source}: no conditioning value '{self.meta_key}' in the image meta data; the preprocessing must "
+                f"attach it (common.transforms.EncodeDosed(attach_to='image')) or the caller must pass it"
+            )
+        cond = torch.as_tensor(meta[self.meta_key], dtype=torch.float32)
+        cond = cond.as_tensor() if isinstance(cond, MetaTensor) else cond
+        batch = inputs.shape[0]
+        if cond.ndim == 1:  # one item (MONAI Label adds the batch dim to the image only)
+            cond = cond.unsqueeze(0).expand(batch, -1)
+        if cond.ndim != 2 or cond.shape[0] != batch:
+            raise ValueError(f"condition '{self.meta_key}' has shape {tuple(cond.shape)}, expected ({batch}, M)")
+        return cond.to(inputs.device)
+
+    def __call__(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> torch.Tensor:
+        """``inputs`` (B, C, *spatial) -> the inner inferer's output for ``network(x, condition)``."""
+        if args or kwargs:
+            return self.inferer(inputs, network, *args, **kwargs)
+        return self.inferer(inputs, network, self.condition(inputs))

@@ -12,6 +12,7 @@ from collections.abc import Hashable, Mapping
 from typing import Any
 
 import torch
+from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
 from common.errors import InputDataError
@@ -58,6 +59,9 @@ class EncodeDosed(MapTransform):
         out_key: key of the encoded tensor ``(1,)`` (``"meta"`` by default).
         image_key: key whose file name is used in error messages.
         default: value used when the item has no dose (``None``: missing dose is an error).
+        attach_to: also store the encoding in the ``.meta`` of this item's MetaTensor (e.g. ``"image"``) under
+            ``out_key``, where :class:`common.inferers.ConditionedInferer` finds it when it is called as
+            ``inferer(inputs, network)`` only (MONAI Label, plain MONAI inference scripts).
     """
 
     def __init__(
@@ -67,10 +71,11 @@ class EncodeDosed(MapTransform):
         out_key: str = "meta",
         image_key: str = "image",
         default: float | None = None,
+        attach_to: str | None = None,
     ) -> None:
         super().__init__(keys=[dose_key], allow_missing_keys=True)
         self.dose_key, self.encoding, self.out_key, self.image_key = dose_key, encoding, out_key, image_key
-        self.default = default
+        self.default, self.attach_to = default, attach_to
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -84,4 +89,11 @@ class EncodeDosed(MapTransform):
             )
         d[self.out_key] = encode_dose(value, self.encoding, source)
         d[self.dose_key] = parse_dose(value, source)
+        if self.attach_to is not None:
+            target = d.get(self.attach_to)
+            if not isinstance(target, MetaTensor):
+                raise TypeError(
+                    f"EncodeDosed(attach_to={self.attach_to!r}): item {self.attach_to!r} is not a MetaTensor"
+                )
+            target.meta[self.out_key] = d[self.out_key]
         return d

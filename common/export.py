@@ -1,0 +1,172 @@
+"""Export a trained bundle as a self-contained model-zoo release (a folder and a zip) for MONAI Label or a PACS script.
+
+Layout of ``<out>/<bundle>/`` (the model-zoo release layout; the zip holds the same tree under ``<bundle>/``)::
+
+    configs/inference.yaml  configs/metadata.json  configs/logging.conf
+    models/model.pt         plain state dict of the inference network (loads with map_location on any device)
+    models/model.ts         TorchScript with metadata.json / inference.yaml embedded (when the network scripts)
+    common/                 this repository's library, vendored: the configs' ``common.*`` targets resolve to it
+    scripts/                the bundle's own scripts, if any
+    docs/README.md  LICENSE
+
+Why vendored code: the configs name ``common.*`` classes, and an exported bundle must run where only the PyPI
+packages of ``metadata.json`` ``required_packages_version`` are installed. MONAI Label puts the bundle folder on
+``sys.path`` before it parses the configs; ``python -m monai.bundle run`` started in the bundle folder does the same
+through the current directory.
+
+Checks made here, before anything is written: the checkpoint loads strictly into the inference network (so MONAI
+Label's non-strict load cannot silently skip weights), and the TorchScript module reproduces the eager network on a
+test input. The folder and zip appear atomically (built under a temporary name, then renamed); an existing export is
+never overwritten unless asked.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+__all__ = ["ExportResult", "export_bundle", "inference_config_path"]
+
+logger = logging.getLogger(__name__)
+
+_CONFIG_FILES = ("metadata.json", "logging.conf")
+_IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".*")
+
+
+@dataclass
+class ExportResult:
+    """Where the export went and how large it is (bytes)."""
+
+    folder: Path
+    zip_path: Path | None
+    folder_bytes: int
+    zip_bytes: int | None
+    torchscript: bool
+
+
+def inference_config_path(bundle_dir: Path) -> Path:
+    """``configs/inference.yaml`` or ``configs/inference.json`` of ``bundle_dir`` (the names MONAI Label reads)."""
+    for name in ("inference.yaml", "inference.json"):
+        if (bundle_dir / "configs" / name).is_file():
+            return bundle_dir / "configs" / name
+    raise FileNotFoundError(f"{bundle_dir}: no configs/inference.yaml or configs/inference.json")
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def _inference_network(bundle_dir: Path, ckpt: Path) -> tuple[torch.nn.Module, dict]:
+    """The inference config's ``network_def`` on CPU with ``ckpt`` loaded strictly, and the metadata."""
+    from monai.bundle import ConfigParser
+
+    from common.bundle_utils import load_weights
+
+    meta = json.loads((bundle_dir / "configs" / "metadata.json").read_text())
+    parser = ConfigParser()
+    parser.read_config(str(inference_config_path(bundle_dir)))
+    parser.read_meta(str(bundle_dir / "configs" / "metadata.json"))
+    parser["bundle_root"] = str(bundle_dir)
+    net = parser.get_parsed_content("network_def", instantiate=True).to("cpu")
+    load_weights(net, ckpt, what=f"checkpoint for the {bundle_dir.name} inference network")
+    return net.eval(), meta
+
+
+def _write_torchscript(net: torch.nn.Module, meta: dict, config_text: str, models: Path) -> None:
+    """Script ``net``, check it against the eager network on a test input, save ``models/model.ts``."""
+    from monai.data import save_net_with_metadata
+
+    from common.bundle_check import extra_forward_args
+
+    scripted = torch.jit.script(net)
+    spec = meta["network_data_format"]["inputs"]["image"]
+    x = torch.rand(
+        1, int(spec["num_channels"]), *[32] * len(spec["spatial_shape"]), generator=torch.Generator().manual_seed(0)
+    )
+    extra = extra_forward_args(meta)
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x, **extra), net(x, **extra), atol=1e-5, rtol=1e-4)
+    save_net_with_metadata(
+        scripted,
+        str(models / "model"),
+        include_config_vals=False,
+        append_timestamp=False,
+        meta_values=meta,
+        more_extra_files={"inference.yaml": config_text.encode()},
+    )
+
+
+def export_bundle(
+    bundle_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    ckpt: str | os.PathLike | None = None,
+    make_zip: bool = True,
+    overwrite: bool = False,
+) -> ExportResult:
+    """Export ``bundle_dir`` with the weights ``ckpt`` (default ``<bundle>/models/model.pt``) to ``out_dir/<name>``
+    (and ``out_dir/<name>.zip``). Returns the paths and sizes. Raises ``FileNotFoundError`` for a missing bundle
+    file or checkpoint and ``FileExistsError`` when the export exists and ``overwrite`` is False."""
+    import common
+
+    bundle = Path(bundle_dir).expanduser().resolve()
+    if not (bundle / "configs" / "metadata.json").is_file():
+        raise FileNotFoundError(f"{bundle}: not a bundle folder (no configs/metadata.json)")
+    config = inference_config_path(bundle)
+    weights = Path(ckpt).expanduser() if ckpt else bundle / "models" / "model.pt"
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights}: missing trained weights (train the bundle first, or pass --ckpt)")
+    out = Path(out_dir).expanduser().resolve()
+    final = out / bundle.name
+    final_zip = out / f"{bundle.name}.zip"
+    for target in (final, final_zip) if make_zip else (final,):
+        if target.exists() and not overwrite:
+            raise FileExistsError(f"{target} exists: choose another --out or pass --overwrite")
+    if out == bundle or bundle in final.parents or final == bundle:
+        raise ValueError(f"{out}: the export may not be written into the bundle being exported")
+
+    net, meta = _inference_network(bundle, weights)
+    out.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{bundle.name}.", dir=out))
+    try:
+        root = stage / bundle.name
+        (root / "configs").mkdir(parents=True)
+        shutil.copy2(config, root / "configs" / config.name)
+        for name in _CONFIG_FILES:
+            shutil.copy2(bundle / "configs" / name, root / "configs" / name)
+        shutil.copytree(bundle / "docs", root / "docs", ignore=_IGNORE)
+        shutil.copy2(bundle / "LICENSE", root / "LICENSE")
+        if (bundle / "scripts").is_dir():
+            shutil.copytree(bundle / "scripts", root / "scripts", ignore=_IGNORE)
+        shutil.copytree(Path(common.__file__).resolve().parent, root / "common", ignore=_IGNORE)
+        models = root / "models"
+        models.mkdir()
+        torch.save(net.state_dict(), models / "model.pt")
+        scripted = meta.get("torchscript", True) is not False
+        if scripted:
+            _write_torchscript(net, meta, config.read_text(), models)
+        zip_tmp = None
+        if make_zip:
+            zip_tmp = Path(shutil.make_archive(str(stage / bundle.name), "zip", root_dir=stage, base_dir=bundle.name))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(root, final)
+        if zip_tmp is not None:
+            os.replace(zip_tmp, final_zip)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    result = ExportResult(
+        folder=final,
+        zip_path=final_zip if make_zip else None,
+        folder_bytes=_folder_bytes(final),
+        zip_bytes=final_zip.stat().st_size if make_zip else None,
+        torchscript=scripted,
+    )
+    logger.info("exported %s -> %s (%d bytes; zip %s bytes)", bundle.name, final, result.folder_bytes, result.zip_bytes)
+    return result

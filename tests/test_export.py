@@ -1,0 +1,178 @@
+"""`restorezoo export`: every bundle (discovered) exports to the model-zoo release layout and the export runs its
+inference in a fresh process that cannot import this repository, giving the same output as the repository's bundle,
+with only the packages declared in its metadata.json. MONAI Label's calls are driven in tests/test_monailabel.py.
+
+Weights: the inference network with every parameter perturbed (seeded), so that no layer is trivially zero-initialised
+and a weight that fails to load would change the output.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import json
+import re
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import BUNDLES, ROOT, run_bundle
+from monai.bundle import ConfigParser
+
+from common.export import export_bundle
+
+IDS = [b.name for b in BUNDLES]
+
+
+def perturbed_weights(bundle: Path, path: Path) -> Path:
+    """Save the bundle's inference network with seeded, perturbed parameters to ``path``."""
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.yaml"))
+    parser["bundle_root"] = str(bundle)
+    net = parser.get_parsed_content("network_def", instantiate=True)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.02 * torch.randn(p.shape, generator=gen))
+    torch.save({"model": net.state_dict()}, path)  # a training checkpoint layout: export must unwrap it
+    return path
+
+
+def runtime_overlay(bundle: Path, path: Path) -> Path:
+    """The bundle's smoke overlay without the ids its network is built from (tiny windows / steps / data, but the
+    exported network's architecture), written to ``path``."""
+    inference = yaml.safe_load((bundle / "configs" / "inference.yaml").read_text())
+    network_refs = set(re.findall(r"@(\w+)", json.dumps(inference["network_def"])))
+    smoke = yaml.safe_load((bundle / "configs" / "smoke.yaml").read_text()) or {}
+    path.write_text(yaml.safe_dump({k: v for k, v in smoke.items() if k not in network_refs}))
+    return path
+
+
+@pytest.fixture(scope="module", params=BUNDLES, ids=IDS)
+def exported(request, tmp_path_factory, data_cache):
+    """(bundle, work dir, export result, repository inference output folder, dataset datalist)."""
+    bundle: Path = request.param
+    work = tmp_path_factory.mktemp(f"export_{bundle.name}")
+    ckpt = perturbed_weights(bundle, work / "weights.pt")
+    data_dir = data_cache / f"export_{bundle.name}"
+    overlay = runtime_overlay(bundle, work / "runtime.yaml")
+    run_bundle(
+        [
+            "run",
+            "--config_file",
+            f"['{bundle / 'configs' / 'inference.yaml'}','{overlay}']",
+            f"--ckpt_path={ckpt}",
+            f"--output_dir={work / 'repo_out'}",
+            f"--data_cache_dir={data_dir}",
+        ]
+    )
+    result = export_bundle(bundle, work / "dist", ckpt=ckpt)
+    return bundle, work, result, work / "repo_out", data_dir / "datalist.json"
+
+
+def test_export_layout(exported):
+    bundle, work, res, _, _ = exported
+    root = res.folder
+    for rel in ("configs/inference.yaml", "configs/metadata.json", "configs/logging.conf", "models/model.pt"):
+        assert (root / rel).is_file(), rel
+    assert (root / "docs" / "README.md").is_file() and (root / "LICENSE").is_file()
+    assert (root / "common" / "__init__.py").is_file(), "the library must travel with the export"
+    assert not list(root.rglob("__pycache__"))
+    meta = json.loads((root / "configs" / "metadata.json").read_text())
+    assert res.torchscript == (meta.get("torchscript", True) is not False)
+    assert (root / "models" / "model.ts").is_file() == res.torchscript
+    if res.torchscript:  # metadata embedded the way MONAI's ckpt_export does it
+        extra = {"metadata.json": "", "inference.yaml": ""}
+        torch.jit.load(str(root / "models" / "model.ts"), _extra_files=extra)
+        assert json.loads(extra["metadata.json"])["version"] == meta["version"]
+    state = torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True)
+    assert "model" not in state and all(isinstance(v, torch.Tensor) for v in state.values())  # plain state dict
+    with zipfile.ZipFile(res.zip_path) as zf:
+        names = set(zf.namelist())
+    assert f"{bundle.name}/configs/inference.yaml" in names and f"{bundle.name}/models/model.pt" in names
+    assert f"{bundle.name}/common/__init__.py" in names
+
+
+def test_export_refuses_to_overwrite_and_checks_weights(exported, tmp_path):
+    bundle, work, res, _, _ = exported
+    with pytest.raises(FileExistsError, match=re.escape(str(res.folder))):
+        export_bundle(bundle, res.folder.parent, ckpt=work / "weights.pt")
+    with pytest.raises(FileNotFoundError, match="missing trained weights"):
+        export_bundle(bundle, tmp_path, ckpt=tmp_path / "nope.pt")
+    wrong = tmp_path / "wrong.pt"
+    torch.save({"not_a_layer.weight": torch.zeros(1)}, wrong)
+    with pytest.raises(RuntimeError, match="do not fit the configured network"):
+        export_bundle(bundle, tmp_path / "out", ckpt=wrong)
+    assert not (tmp_path / "out" / bundle.name).exists(), "a failed export must leave nothing behind"
+
+
+def _requirement_closure(names: set[str]) -> set[str]:
+    """``names`` and everything they require (not extras), as normalised distribution names."""
+
+    def norm(n: str) -> str:
+        return re.sub(r"[-_.]+", "-", n).lower()
+
+    seen: set[str] = set()
+    todo = [norm(n) for n in names]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            reqs = md.requires(name) or []
+        except md.PackageNotFoundError:
+            continue
+        for r in reqs:
+            if "extra ==" in r:
+                continue
+            todo.append(norm(re.split(r"[ ;<>=!~\[(]", r, maxsplit=1)[0]))
+    return seen
+
+
+def test_export_runs_isolated_with_declared_packages_only(exported):
+    bundle, work, res, repo_out, datalist = exported
+    report = work / "isolated_report.json"
+    overlay = work / "runtime.yaml"  # plain YAML values (tiny windows / steps), no code
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "tests" / "isolated_run.py"),
+            str(report),
+            "--",
+            "run",
+            "--config_file",
+            f"['configs/inference.yaml','{overlay}']",
+            f"--dataset_dir={datalist}",
+            f"--output_dir={work / 'export_out'}",
+        ],
+        cwd=res.folder,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    rep = json.loads(report.read_text())
+    assert Path(rep["common_file"]).resolve().is_relative_to(res.folder.resolve())
+    # every third-party package the exported code imports is declared (or required by a declared package)
+    meta = json.loads((res.folder / "configs" / "metadata.json").read_text())
+    declared = set(meta["required_packages_version"]) | {"monai", "torch", "numpy"}
+    allowed = _requirement_closure(declared)
+    missing = {
+        mod: dists
+        for mod, dists in rep["direct_imports"].items()
+        if not dists or not any(re.sub(r"[-_.]+", "-", d).lower() in allowed for d in dists)
+    }
+    assert not missing, f"imported by the exported code but not in required_packages_version: {missing}"
+    # same output as the repository's bundle with the same weights and inputs
+    repo_files = sorted(p.name for p in repo_out.glob("*.nii.gz"))
+    assert repo_files and repo_files == sorted(p.name for p in (work / "export_out").glob("*.nii.gz"))
+    for name in repo_files:
+        a, b = nib.load(repo_out / name), nib.load(work / "export_out" / name)
+        np.testing.assert_allclose(b.affine, a.affine, atol=1e-6)
+        np.testing.assert_allclose(np.asarray(b.dataobj), np.asarray(a.dataobj), atol=1e-4, rtol=1e-4)
