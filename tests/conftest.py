@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
+import yaml
+from monai.bundle import ConfigParser
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLES = sorted(p for p in (ROOT / "bundles").iterdir() if (p / "configs" / "metadata.json").is_file())
@@ -42,3 +47,62 @@ def run_bundle_failing(args: list[str], cwd: Path = ROOT, timeout: int = 600) ->
     )
     assert proc.returncode != 0, f"monai.bundle {' '.join(args)} unexpectedly succeeded:\n{proc.stdout[-2000:]}"
     return proc
+
+
+def perturbed_weights(bundle: Path, path: Path) -> Path:
+    """Save the bundle's inference network with seeded, perturbed parameters to ``path``."""
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.yaml"))
+    parser["bundle_root"] = str(bundle)
+    net = parser.get_parsed_content("network_def", instantiate=True)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.02 * torch.randn(p.shape, generator=gen))
+    torch.save({"model": net.state_dict()}, path)  # a training checkpoint layout: export must unwrap it
+    return path
+
+
+def runtime_overlay(bundle: Path, path: Path) -> Path:
+    """The bundle's smoke overlay without the ids its network is built from (tiny windows / steps / data, but the
+    exported network's architecture), written to ``path``."""
+    inference = yaml.safe_load((bundle / "configs" / "inference.yaml").read_text())
+    network_refs = set(re.findall(r"@(\w+)", json.dumps(inference["network_def"])))
+    smoke = yaml.safe_load((bundle / "configs" / "smoke.yaml").read_text()) or {}
+    path.write_text(yaml.safe_dump({k: v for k, v in smoke.items() if k not in network_refs}))
+    return path
+
+
+@pytest.fixture(scope="session")
+def export_of(tmp_path_factory, data_cache):
+    """``export_of(bundle)`` -> (bundle, work dir, export result, repository inference output folder, datalist):
+    perturbed weights, the repository bundle's inference with them on tiny data, and the export; once per session."""
+    cache: dict[Path, tuple] = {}
+
+    def make(bundle: Path) -> tuple:
+        if bundle not in cache:
+            cache[bundle] = _export(bundle, tmp_path_factory, data_cache)
+        return cache[bundle]
+
+    return make
+
+
+def _export(bundle: Path, tmp_path_factory, data_cache: Path) -> tuple:
+    from common.export import export_bundle
+
+    work = tmp_path_factory.mktemp(f"export_{bundle.name}")
+    ckpt = perturbed_weights(bundle, work / "weights.pt")
+    data_dir = data_cache / f"export_{bundle.name}"
+    overlay = runtime_overlay(bundle, work / "runtime.yaml")
+    run_bundle(
+        [
+            "run",
+            "--config_file",
+            f"['{bundle / 'configs' / 'inference.yaml'}','{overlay}']",
+            f"--ckpt_path={ckpt}",
+            f"--output_dir={work / 'repo_out'}",
+            f"--data_cache_dir={data_dir}",
+        ]
+    )
+    result = export_bundle(bundle, work / "dist", ckpt=ckpt)
+    return bundle, work, result, work / "repo_out", data_dir / "datalist.json"

@@ -2,8 +2,8 @@
 inference in a fresh process that cannot import this repository, giving the same output as the repository's bundle,
 with only the packages declared in its metadata.json. MONAI Label's calls are driven in tests/test_monailabel.py.
 
-Weights: the inference network with every parameter perturbed (seeded), so that no layer is trivially zero-initialised
-and a weight that fails to load would change the output.
+Weights: the inference network with every parameter perturbed (seeded; conftest.export_of), so that no layer is
+trivially zero-initialised and a weight that fails to load would change the output.
 """
 
 from __future__ import annotations
@@ -20,59 +20,16 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-import yaml
-from conftest import BUNDLES, ROOT, run_bundle
-from monai.bundle import ConfigParser
+from conftest import BUNDLES, ROOT
 
 from common.export import export_bundle
 
 IDS = [b.name for b in BUNDLES]
 
 
-def perturbed_weights(bundle: Path, path: Path) -> Path:
-    """Save the bundle's inference network with seeded, perturbed parameters to ``path``."""
-    parser = ConfigParser()
-    parser.read_config(str(bundle / "configs" / "inference.yaml"))
-    parser["bundle_root"] = str(bundle)
-    net = parser.get_parsed_content("network_def", instantiate=True)
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.add_(0.02 * torch.randn(p.shape, generator=gen))
-    torch.save({"model": net.state_dict()}, path)  # a training checkpoint layout: export must unwrap it
-    return path
-
-
-def runtime_overlay(bundle: Path, path: Path) -> Path:
-    """The bundle's smoke overlay without the ids its network is built from (tiny windows / steps / data, but the
-    exported network's architecture), written to ``path``."""
-    inference = yaml.safe_load((bundle / "configs" / "inference.yaml").read_text())
-    network_refs = set(re.findall(r"@(\w+)", json.dumps(inference["network_def"])))
-    smoke = yaml.safe_load((bundle / "configs" / "smoke.yaml").read_text()) or {}
-    path.write_text(yaml.safe_dump({k: v for k, v in smoke.items() if k not in network_refs}))
-    return path
-
-
 @pytest.fixture(scope="module", params=BUNDLES, ids=IDS)
-def exported(request, tmp_path_factory, data_cache):
-    """(bundle, work dir, export result, repository inference output folder, dataset datalist)."""
-    bundle: Path = request.param
-    work = tmp_path_factory.mktemp(f"export_{bundle.name}")
-    ckpt = perturbed_weights(bundle, work / "weights.pt")
-    data_dir = data_cache / f"export_{bundle.name}"
-    overlay = runtime_overlay(bundle, work / "runtime.yaml")
-    run_bundle(
-        [
-            "run",
-            "--config_file",
-            f"['{bundle / 'configs' / 'inference.yaml'}','{overlay}']",
-            f"--ckpt_path={ckpt}",
-            f"--output_dir={work / 'repo_out'}",
-            f"--data_cache_dir={data_dir}",
-        ]
-    )
-    result = export_bundle(bundle, work / "dist", ckpt=ckpt)
-    return bundle, work, result, work / "repo_out", data_dir / "datalist.json"
+def exported(request, export_of):
+    return export_of(request.param)
 
 
 def test_export_layout(exported):

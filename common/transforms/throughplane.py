@@ -245,6 +245,8 @@ class ThinGridd(MapTransform):
             if isinstance(x, MetaTensor) and aff is not None:
                 x = x.clone()
                 x.affine = torch.as_tensor(thin_slice_affine(aff, self.factor), dtype=torch.float64)
+                # writers that take the affine from a meta dict (MONAI Label's) see the thin grid too
+                d[f"{key}_meta_dict"] = {"affine": x.affine.numpy().copy()}
             d[key] = x
         return d
 
