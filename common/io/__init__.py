@@ -1,4 +1,5 @@
-"""Medical image I/O: NIfTI (atomic writes), DICOM series (CT in HU, PET in Bq/mL or SUVbw) and SUV conversion.
+"""Medical image I/O: NIfTI (atomic writes), DICOM series in (CT in HU, PET in Bq/mL or SUVbw) and out (derived
+series), SUV conversion.
 
 All volumes are ``(X, Y, Z)`` float32 arrays with a 4x4 voxel -> RAS+ mm affine (nibabel convention).
 Bad input raises :class:`common.errors.InputDataError` naming the file (and DICOM tag / CSV column).
@@ -7,8 +8,9 @@ Bad input raises :class:`common.errors.InputDataError` naming the file (and DICO
 from __future__ import annotations
 
 from common.io.dicom import DicomVolume, lps_to_ras, read_ct_hu, read_dicom_series
-from common.io.monai_reader import CTDicomSeriesReader
-from common.io.monai_save import AtomicSaveImaged
+from common.io.dicom_write import write_dicom_series
+from common.io.monai_reader import CTDicomSeriesReader, DicomSeriesReader
+from common.io.monai_save import AtomicSaveImaged, SaveDicomSeriesd
 from common.io.nifti import NIFTI_SUFFIXES, load_nifti, load_nifti_with_header, nifti_suffix, save_nifti
 from common.io.suv import (
     CSV_COLUMNS,
@@ -25,6 +27,7 @@ __all__ = [
     "AtomicSaveImaged",
     "CSV_COLUMNS",
     "CTDicomSeriesReader",
+    "DicomSeriesReader",
     "DicomVolume",
     "F18_HALF_LIFE_S",
     "NIFTI_SUFFIXES",
@@ -37,8 +40,10 @@ __all__ = [
     "read_ct_hu",
     "read_dicom_series",
     "read_pet_suv",
+    "SaveDicomSeriesd",
     "save_nifti",
     "suv_factor",
     "suv_factor_from_csv_row",
     "suv_factor_from_dicom",
+    "write_dicom_series",
 ]

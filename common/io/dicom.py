@@ -48,6 +48,7 @@ class DicomVolume:
             conversion, else ``RescaleType`` or ``""``.
         datasets: the slice headers in the sorted order (pixel data not loaded).
         files: the slice files in the sorted order.
+        suv_factor: SUVbw = value in ``Units`` x ``suv_factor`` (set by :func:`read_pet_suv`), else None.
     """
 
     array: np.ndarray = field(repr=False)
@@ -57,6 +58,7 @@ class DicomVolume:
     units: str
     datasets: list[Dataset] = field(repr=False)
     files: list[Path] = field(repr=False)
+    suv_factor: float | None = None
 
     @property
     def series_instance_uid(self) -> str:

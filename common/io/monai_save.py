@@ -1,4 +1,5 @@
-"""``AtomicSaveImaged``: MONAI's ``SaveImaged`` with an atomic write and a guard against overwriting the input.
+"""``AtomicSaveImaged``: MONAI's ``SaveImaged`` with an atomic write and a guard against overwriting the input;
+``SaveDicomSeriesd``: the output as a derived DICOM series when the input was a DICOM series.
 
 MONAI writes straight to the final file name, so an interrupted run leaves a truncated NIfTI that looks valid by
 name. Here every image is written to a hidden temporary name in the output folder and renamed into place; the
@@ -13,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from monai.data import MetaTensor
-from monai.transforms import SaveImaged
+from monai.transforms import MapTransform, SaveImaged
 
 from common.errors import InputDataError
 
-__all__ = ["AtomicSaveImaged"]
+__all__ = ["AtomicSaveImaged", "SaveDicomSeriesd"]
 
 
 class AtomicSaveImaged(SaveImaged):
@@ -66,4 +67,79 @@ class AtomicSaveImaged(SaveImaged):
             os.replace(f"{tmp_stem}{ext}", final)
             if isinstance(img, MetaTensor):
                 img.meta["saved_to"] = str(final)
+        return d
+
+
+class SaveDicomSeriesd(MapTransform):
+    """Write ``keys`` as DICOM series derived from the item's source series, when the source was a DICOM series
+    folder (read by :class:`common.io.DicomSeriesReader`); items read from NIfTI files pass unchanged.
+
+    Output: ``<output_dir>/<source folder name>_<output_postfix>/IM00001.dcm ...`` (see
+    :func:`common.io.write_dicom_series`: same geometry as the output's affine, patient / study tags kept, new series
+    and instance UIDs, ``SeriesDescription`` + ``description_suffix``, ``ImageType`` DERIVED, PET ``Units`` kept and
+    values converted back to them). The output folder may not be the source folder.
+
+    Args:
+        keys: output keys (channel-first ``(1, X, Y, Z)`` in the source's units: HU, or SUVbw for PET).
+        output_dir: parent folder of the new series folder.
+        output_postfix: folder name suffix; also the default ``SeriesDescription`` suffix (`` [<postfix>]``).
+        source_key: the key whose meta data name the source series (``filename_or_obj``).
+        description_suffix: ``SeriesDescription`` suffix (default `` [<output_postfix>]``).
+        derivation: ``DerivationDescription`` text.
+    """
+
+    def __init__(
+        self,
+        keys: Any,
+        output_dir: str | os.PathLike,
+        output_postfix: str = "restored",
+        source_key: str = "image",
+        description_suffix: str | None = None,
+        derivation: str = "restored by a MONAI restoration bundle",
+    ) -> None:
+        super().__init__(keys, allow_missing_keys=False)
+        self.output_dir, self.output_postfix, self.source_key = Path(output_dir), output_postfix, source_key
+        self.description_suffix = f" [{output_postfix}]" if description_suffix is None else description_suffix
+        self.derivation = derivation
+
+    def _source(self, d: Mapping[Hashable, Any], key: Hashable) -> tuple[Path | None, dict]:
+        for k in (self.source_key, key):
+            item = d.get(k)
+            meta = item.meta if isinstance(item, MetaTensor) else d.get(f"{k}_meta_dict") or {}
+            source = meta.get("filename_or_obj")
+            if source:
+                return Path(str(source)), meta
+        return None, {}
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        from common.io.dicom import read_ct_hu
+        from common.io.dicom_write import write_dicom_series
+        from common.io.suv import read_pet_suv
+
+        d = dict(data)
+        source, meta = self._source(d, self.keys[0])
+        if source is None or not source.is_dir():
+            return d
+        uid = meta.get("series_instance_uid") or None
+        reference = (
+            read_pet_suv(source, series_uid=uid) if meta.get("units") == "SUVbw" else read_ct_hu(source, series_uid=uid)
+        )
+        for key in self.key_iterator(d):
+            img = d[key]
+            if not isinstance(img, MetaTensor) or img.ndim != 4 or img.shape[0] != 1:
+                raise ValueError(
+                    f"SaveDicomSeriesd: '{key}' must be a (1, X, Y, Z) MetaTensor, got {type(img).__name__}"
+                )
+            out = self.output_dir / f"{source.name}_{self.output_postfix}"
+            if out.resolve() == source.resolve():
+                raise InputDataError(source, f"refusing to overwrite the input series with output key '{key}'")
+            write_dicom_series(
+                img[0].detach().cpu().numpy(),
+                img.affine.cpu().numpy(),
+                reference,
+                out,
+                description_suffix=self.description_suffix,
+                derivation=self.derivation,
+            )
+            img.meta["saved_dicom_to"] = str(out)
         return d

@@ -312,6 +312,7 @@ def read_pet_suv(
             raise InputDataError(path, f"SUV factor {factor:.6g} differs from {factors[0]:.6g} of {first_path}")
     volume.array = (volume.array.astype(np.float64) * factors[0]).astype(np.float32)
     volume.units = "SUVbw"
+    volume.suv_factor = float(factors[0])
     return volume
 
 
