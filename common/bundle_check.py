@@ -26,11 +26,13 @@ REQUIRED_FILES = (
     "configs/train.yaml",
     "configs/inference.yaml",
     "configs/evaluate.yaml",
+    "configs/multi_gpu_train.yaml",
     "configs/logging.conf",
     "configs/smoke.yaml",
     "docs/README.md",
     "LICENSE",
 )
+_TRAIN_OVERLAYS = ("multi_gpu_train.yaml",)
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "int64": torch.long}
 
 
@@ -73,6 +75,8 @@ def _quiet():
 def _check_workflow(config: Path, workflow_type: str, meta: Path, problems: list[str]) -> None:
     from monai.bundle import ConfigWorkflow
 
+    name = config.name
+
     try:
         with _quiet():
             # init_id names no id: initialize() only parses the config (monai 1.6.1 needs it before the property
@@ -87,13 +91,13 @@ def _check_workflow(config: Path, workflow_type: str, meta: Path, problems: list
             wf.initialize()
             missing = wf.check_properties()
     except KeyError as err:
-        problems.append(f"{config.name}: required {workflow_type} property missing: {err}")
+        problems.append(f"{name}: required {workflow_type} property missing: {err}")
         return
     except Exception as err:  # noqa: BLE001 - any failure to build the workflow is a problem to report
-        problems.append(f"{config.name}: cannot build the {workflow_type} workflow: {type(err).__name__}: {err}")
+        problems.append(f"{name}: cannot build the {workflow_type} workflow: {type(err).__name__}: {err}")
         return
     if missing:
-        problems.append(f"{config.name}: missing {workflow_type} properties {missing}")
+        problems.append(f"{name}: missing {workflow_type} properties {missing}")
 
 
 def validate_bundle(bundle_root: str | Path, run_network: bool = True) -> list[str]:
@@ -110,7 +114,8 @@ def validate_bundle(bundle_root: str | Path, run_network: bool = True) -> list[s
     for f in sorted(configs.glob("*.yaml")) + sorted(configs.glob("*.json")):
         try:
             p = ConfigParser()
-            p.read_config(str(f))
+            # the multi-GPU overlay edits train.yaml ids (`train#sampler`): it only parses on top of it
+            p.read_config([str(configs / "train.yaml"), str(f)] if f.name in _TRAIN_OVERLAYS else str(f))
             parsed[f.name] = p
         except Exception as err:  # noqa: BLE001
             problems.append(f"{f.name}: does not parse: {err}")
@@ -127,6 +132,7 @@ def validate_bundle(bundle_root: str | Path, run_network: bool = True) -> list[s
             problems.append("train.yaml and inference.yaml define different network_def")
     _check_workflow(configs / "train.yaml", "train", meta_file, problems)
     _check_workflow(configs / "inference.yaml", "infer", meta_file, problems)
+    # multi_gpu_train.yaml: parsed on top of train.yaml above; building it needs a process group (tests/test_multi_gpu)
     try:
         with _quiet():
             verify_metadata(meta_file=str(meta_file), filepath=meta_schema_path())

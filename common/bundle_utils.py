@@ -72,25 +72,59 @@ def load_weights(network: torch.nn.Module, path: str | os.PathLike, what: str = 
     return network
 
 
-def run_config_if_missing(
-    target: str | os.PathLike,
-    config_file: str | Sequence[str],
-    run_id: str = "training",
-    **overrides: Any,
-) -> bool:
-    """Run the bundle workflow ``config_file`` (``run_id``) unless ``target`` already exists (e.g. a prerequisite
-    training stage whose checkpoint another config loads). ``overrides`` replace config ids, as ``--key value`` does
-    on the command line. Returns True when the workflow ran; raises if it ran without producing ``target``."""
+_TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+def _run_workflow(config_file: str | Sequence[str], run_id: str, overrides: dict[str, Any]) -> None:
     from monai.bundle import ConfigWorkflow
 
-    if Path(target).is_file():
-        logger.info("found %s: skipping %s", target, config_file)
-        return False
-    logger.info("%s is missing: running %s (%s)", target, config_file, run_id)
     workflow = ConfigWorkflow(config_file=config_file, run_id=run_id, workflow_type=None, **overrides)
     workflow.initialize()
     workflow.run()
     workflow.finalize()
+
+
+def _run_isolated(config_file: str | Sequence[str], run_id: str, overrides: dict[str, Any]) -> None:
+    """Run the workflow in a child process (``python -m common.bundle_utils``) that is not part of any torchrun
+    process group; the resolved ``overrides`` travel pickled, so they keep their types (devices, dataclasses)."""
+    import pickle
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        job = Path(tmp) / "job.pkl"
+        job.write_bytes(pickle.dumps((config_file, run_id, overrides)))
+        env = {k: v for k, v in os.environ.items() if k not in _TORCHRUN_ENV and not k.startswith("TORCHELASTIC")}
+        proc = subprocess.run([sys.executable, "-m", "common.bundle_utils", str(job)], env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{config_file} ({run_id}) failed in its own process (exit code {proc.returncode})")
+
+
+def run_config_if_missing(
+    target: str | os.PathLike,
+    config_file: str | Sequence[str],
+    run_id: str = "training",
+    isolated: bool = False,
+    **overrides: Any,
+) -> bool:
+    """Run the bundle workflow ``config_file`` (``run_id``) unless ``target`` already exists (e.g. a prerequisite
+    training stage whose checkpoint another config loads). ``overrides`` replace config ids, as ``--key value`` does
+    on the command line. ``isolated``: run it in a child process outside any torch.distributed process group (used by
+    the multi-GPU overlays: rank 0 trains the prerequisite alone, whose metric syncs would otherwise wait for the
+    other ranks). Returns True when the workflow ran; raises if it ran without producing ``target``."""
+    if Path(target).is_file():
+        logger.info("found %s: skipping %s", target, config_file)
+        return False
+    logger.info("%s is missing: running %s (%s)", target, config_file, run_id)
+    (_run_isolated if isolated else _run_workflow)(config_file, run_id, overrides)
     if not Path(target).is_file():
         raise RuntimeError(f"{config_file} ({run_id}) finished without writing {target}")
     return True
+
+
+if __name__ == "__main__":  # the child process of run_config_if_missing(isolated=True)
+    import pickle
+    import sys
+
+    _run_workflow(*pickle.loads(Path(sys.argv[1]).read_bytes()))

@@ -22,18 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from ignite.engine import Engine, Events
 from monai.handlers import CheckpointLoader
+
+from common.distributed import is_main_process, rank
 
 __all__ = ["BestModelSaver", "LastCheckpointSaver", "ResumeFromLatest", "atomic_torch_save", "last_checkpoint"]
 
 LAST = "checkpoint_last.pt"
 logger = logging.getLogger(__name__)
-
-
-def _is_writer() -> bool:
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
@@ -78,8 +75,9 @@ class LastCheckpointSaver:
         engine.add_event_handler(Events.COMPLETED, self.save)
 
     def save(self, engine: Engine) -> None:
-        if _is_writer():
-            atomic_torch_save({k: _state(v) for k, v in self.save_dict.items()}, self.ckpt_dir / LAST)
+        if is_main_process():
+            path = atomic_torch_save({k: _state(v) for k, v in self.save_dict.items()}, self.ckpt_dir / LAST)
+            logger.info("rank %d wrote %s (epoch %d)", rank(), path, engine.state.epoch)
 
 
 class BestModelSaver:
@@ -112,7 +110,7 @@ class BestModelSaver:
         name = self.metric_name or engine.state.key_metric_name
         value = float(engine.state.metrics[name])
         improved = self.best is None or (value > self.best if self.higher else value < self.best)
-        if not improved or not _is_writer():
+        if not improved or not is_main_process():
             return
         self.best = value
         epoch = self.epoch_engine.state.epoch if self.epoch_engine is not None else engine.state.epoch

@@ -17,9 +17,11 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from ignite.engine import Engine, Events
 
 from common import metrics as M
+from common.distributed import is_main_process
 from common.transforms.validation import source_of
 
 __all__ = ["GroupedMetricsReport", "compute_item_metrics"]
@@ -252,8 +254,24 @@ class GroupedMetricsReport:
         os.replace(tmp, path)
         return path
 
+    def _gather(self) -> None:
+        """Under torch.distributed (each rank evaluated its shard): every rank gets all rows, ordered by
+        item, once each (DistributedSampler pads a split shorter than the number of ranks with repeats)."""
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            shards: list[Any] = [None] * dist.get_world_size()
+            dist.all_gather_object(shards, self.rows)
+            unique = {(str(r["item"]), str(r[self.group_key])): r for shard in shards for r in shard}  # padded shards
+            self.rows = [unique[k] for k in sorted(unique)]
+
     def _write(self, engine: Engine) -> None:
+        self._gather()
         if not self.rows:
+            return
+        for e in self.summary():  # every rank: the metrics are the same everywhere
+            for k, v in e.items():
+                if k not in (self.group_key, "n"):
+                    engine.state.metrics[f"{self.group_key}={_group_label(e[self.group_key])}/{k}"] = v
+        if not is_main_process():
             return
         self.output_dir.mkdir(parents=True, exist_ok=True)
         csv_path = self.output_dir / f"{self.prefix}_items.csv"
@@ -270,9 +288,5 @@ class GroupedMetricsReport:
         os.replace(tmp, md_path)
         if self.plot:
             self.plot_summary(self.output_dir / f"{self.prefix}_vs_{self.group_key}.png")
-        for e in self.summary():
-            for k, v in e.items():
-                if k not in (self.group_key, "n"):
-                    engine.state.metrics[f"{self.group_key}={_group_label(e[self.group_key])}/{k}"] = v
         self.logger.info("%s per %s (%s):\n%s", self.prefix, self.group_key, csv_path, md)
         print(f"\n{self.prefix} per {self.group_key}:\n{md}", flush=True)
