@@ -9,9 +9,11 @@ from common.handlers.checkpoint import (
 )
 from common.handlers.grouped_metrics import GroupedMetricsReport, compute_item_metrics
 from common.handlers.on_start import CallOnStart
+from common.handlers.output import BatchOutputAsList
 from common.handlers.panel import PanelWriter, save_panel
 
 __all__ = [
+    "BatchOutputAsList",
     "BestModelSaver",
     "CallOnStart",
     "GroupedMetricsReport",

@@ -270,7 +270,9 @@ class GroupedMetricsReport:
         for e in self.summary():  # every rank: the metrics are the same everywhere
             for k, v in e.items():
                 if k not in (self.group_key, "n"):
-                    engine.state.metrics[f"{self.group_key}={_group_label(e[self.group_key])}/{k}"] = v
+                    engine.state.metrics[f"{self.group_key}:{_group_label(e[self.group_key])}/{k}"] = (
+                        v  # MLflow-valid name
+                    )
         if not is_main_process():
             return
         self.output_dir.mkdir(parents=True, exist_ok=True)
