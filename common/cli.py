@@ -166,15 +166,26 @@ def validate(bundle: str) -> bool:
     return True
 
 
-def export(bundle: str, out: str = "dist", ckpt: str | None = None, zip: bool = True, overwrite: bool = False) -> str:
+def export(
+    bundle: str,
+    out: str = "dist",
+    ckpt: str | None = None,
+    zip: bool = True,
+    overwrite: bool = False,
+    onnx: bool = False,
+    onnx_size: int = 64,
+) -> str:
     """Export a trained bundle (weights ``ckpt``, default ``<bundle>/models/model.pt``) to ``<out>/<name>`` and
     ``<out>/<name>.zip``: model-zoo layout, TorchScript where the network scripts, the library vendored, so it runs
-    with only the PyPI packages in its metadata.json (MONAI Label: ``--conf models <name>``)."""
+    with only the PyPI packages in its metadata.json (MONAI Label: ``--conf models <name>``). ``--onnx``: also
+    ``models/model.onnx`` (fixed input size ``--onnx_size``; needs the ``onnx`` extra), checked with ONNX Runtime."""
     from common.export import export_bundle
 
-    res = export_bundle(bundle, out, ckpt=ckpt, make_zip=zip, overwrite=overwrite)
+    res = export_bundle(bundle, out, ckpt=ckpt, make_zip=zip, overwrite=overwrite, onnx=onnx, onnx_size=onnx_size)
     zip_text = f", {res.zip_path} ({res.zip_bytes / 1e6:.2f} MB)" if res.zip_path else ""
     ts = "model.pt + model.ts" if res.torchscript else "model.pt (network not scriptable: no model.ts)"
+    if res.onnx_max_abs_diff is not None:
+        ts += f" + model.onnx (ONNX Runtime vs PyTorch: max |diff| {res.onnx_max_abs_diff:.2e})"
     print(f"{res.folder} ({res.folder_bytes / 1e6:.2f} MB, {ts}){zip_text}")
     return str(res.folder)
 

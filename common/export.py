@@ -5,6 +5,8 @@ Layout of ``<out>/<bundle>/`` (the model-zoo release layout; the zip holds the s
     configs/inference.yaml  configs/metadata.json  configs/logging.conf
     models/model.pt         plain state dict of the inference network (loads with map_location on any device)
     models/model.ts         TorchScript with metadata.json / inference.yaml embedded (when the network scripts)
+    models/model.onnx       optional (``onnx=True``, the ``onnx`` extra): fixed input shape (1, C, size, ...), checked
+                            against PyTorch with ONNX Runtime before it is written
     common/                 this repository's library, vendored: the configs' ``common.*`` targets resolve to it
     scripts/                the bundle's own scripts, if any
     docs/README.md  LICENSE
@@ -32,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["ExportResult", "export_bundle", "inference_config_path"]
+__all__ = ["ExportResult", "export_bundle", "inference_config_path", "write_onnx"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +51,7 @@ class ExportResult:
     folder_bytes: int
     zip_bytes: int | None
     torchscript: bool
+    onnx_max_abs_diff: float | None = None
 
 
 def inference_config_path(bundle_dir: Path) -> Path:
@@ -103,16 +106,64 @@ def _write_torchscript(net: torch.nn.Module, meta: dict, config_text: str, model
     )
 
 
+def write_onnx(net: torch.nn.Module, meta: dict, path: Path, size: int = 64) -> float:
+    """Export ``net`` to ONNX at the fixed input shape ``(1, C, size, ...)`` (plus its metadata-described extra
+    inputs: dose vector, diffusion timestep) and check ONNX Runtime against PyTorch on a fresh input. Tries the
+    TorchScript-based exporter first, then the ``torch.export`` (dynamo) one. Returns the largest absolute
+    difference; raises ``RuntimeError`` when it exceeds 1e-4 x the output's range (+1e-5)."""
+    import warnings
+
+    import onnxruntime as ort
+
+    from common.bundle_check import extra_forward_args
+
+    spec = meta["network_data_format"]["inputs"]["image"]
+    gen = torch.Generator().manual_seed(0)
+
+    def inputs() -> tuple[torch.Tensor, ...]:
+        x = torch.rand(1, int(spec["num_channels"]), *[size] * len(spec["spatial_shape"]), generator=gen)
+        return (x, *extra_forward_args(meta).values())
+
+    names = ["image", *extra_forward_args(meta)]
+    args = inputs()
+    errors = []
+    for dynamo in (False, True):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(
+                    net, args, str(path), input_names=names, output_names=["pred"], dynamo=dynamo, opset_version=18
+                )
+            break
+        except Exception as err:  # noqa: BLE001 - each exporter fails with its own error types
+            errors.append(f"{'dynamo' if dynamo else 'torchscript'} exporter: {type(err).__name__}: {err}")
+    else:
+        raise RuntimeError("ONNX export failed: " + " | ".join(e[:500] for e in errors))
+    check = inputs()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {n: a.numpy() for n, a in zip(names, check, strict=True)})[0]
+    with torch.no_grad():
+        ref = net(*check)
+    ref = (ref[0] if isinstance(ref, list | tuple) else ref).numpy()
+    diff = float(abs(got - ref).max())
+    if diff > 1e-4 * float(ref.max() - ref.min()) + 1e-5:
+        raise RuntimeError(f"ONNX Runtime output differs from PyTorch by {diff:.3g}")
+    return diff
+
+
 def export_bundle(
     bundle_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
     ckpt: str | os.PathLike | None = None,
     make_zip: bool = True,
     overwrite: bool = False,
+    onnx: bool = False,
+    onnx_size: int = 64,
 ) -> ExportResult:
     """Export ``bundle_dir`` with the weights ``ckpt`` (default ``<bundle>/models/model.pt``) to ``out_dir/<name>``
     (and ``out_dir/<name>.zip``). Returns the paths and sizes. Raises ``FileNotFoundError`` for a missing bundle
-    file or checkpoint and ``FileExistsError`` when the export exists and ``overwrite`` is False."""
+    file or checkpoint and ``FileExistsError`` when the export exists and ``overwrite`` is False. ``onnx``: also write
+    ``models/model.onnx`` at input size ``onnx_size`` per spatial axis (see :func:`write_onnx`)."""
     import common
 
     bundle = Path(bundle_dir).expanduser().resolve()
@@ -151,6 +202,7 @@ def export_bundle(
         scripted = meta.get("torchscript", True) is not False
         if scripted:
             _write_torchscript(net, meta, config.read_text(), models)
+        onnx_diff = write_onnx(net, meta, models / "model.onnx", onnx_size) if onnx else None
         zip_tmp = None
         if make_zip:
             zip_tmp = Path(shutil.make_archive(str(stage / bundle.name), "zip", root_dir=stage, base_dir=bundle.name))
@@ -167,6 +219,7 @@ def export_bundle(
         folder_bytes=_folder_bytes(final),
         zip_bytes=final_zip.stat().st_size if make_zip else None,
         torchscript=scripted,
+        onnx_max_abs_diff=onnx_diff,
     )
     logger.info("exported %s -> %s (%d bytes; zip %s bytes)", bundle.name, final, result.folder_bytes, result.zip_bytes)
     return result

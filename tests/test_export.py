@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import BUNDLES, ROOT
+from monai.bundle import ConfigParser
 
 from common.export import export_bundle
 
@@ -133,3 +134,32 @@ def test_export_runs_isolated_with_declared_packages_only(exported):
         a, b = nib.load(repo_out / name), nib.load(work / "export_out" / name)
         np.testing.assert_allclose(b.affine, a.affine, atol=1e-6)
         np.testing.assert_allclose(np.asarray(b.dataobj), np.asarray(a.dataobj), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("bundle", BUNDLES, ids=IDS)
+def test_onnx_export_matches_pytorch(bundle, export_of, tmp_path):
+    """`restorezoo export --onnx`: ONNX Runtime reproduces the exported weights' PyTorch network on a new input."""
+    ort = pytest.importorskip("onnxruntime")
+    from common.bundle_check import extra_forward_args
+    from common.export import write_onnx
+
+    _, work, res, _, _ = export_of(bundle)
+    parser = ConfigParser()
+    parser.read_config(str(res.folder / "configs" / "inference.yaml"))
+    parser["bundle_root"] = str(res.folder)
+    net = parser.get_parsed_content("network_def", instantiate=True)
+    net.load_state_dict(torch.load(res.folder / "models" / "model.pt", map_location="cpu", weights_only=True))
+    net.eval()
+    meta = json.loads((res.folder / "configs" / "metadata.json").read_text())
+    write_onnx(net, meta, tmp_path / "model.onnx", size=32)
+    spec = meta["network_data_format"]["inputs"]["image"]
+    x = torch.randn(
+        1, spec["num_channels"], *[32] * len(spec["spatial_shape"]), generator=torch.Generator().manual_seed(7)
+    )
+    extra = extra_forward_args(meta)
+    feeds = {"image": x.numpy(), **{k: v.numpy() for k, v in extra.items()}}
+    got = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    with torch.no_grad():
+        ref = net(x, *extra.values())
+    ref = (ref[0] if isinstance(ref, list | tuple) else ref).numpy()
+    np.testing.assert_allclose(got, ref, atol=1e-4 * float(np.ptp(ref)) + 1e-5, rtol=0)
