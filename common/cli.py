@@ -9,6 +9,7 @@ Commands (``restorezoo <command> --help`` for each)::
     restorezoo dicom2nifti SERIES_DIR OUT.nii.gz              DICOM / IMA series -> NIfTI (CT in HU, PET in SUVbw)
     restorezoo validate bundles/<name>                        static bundle validation (as CI does)
     restorezoo export bundles/<name> [--out dist] [--ckpt P]  self-contained model-zoo release folder + zip
+    restorezoo benchmark [--bundles a,b] [--train] [--readme README.md]   bundles vs classical baselines + speed
 
 Inputs are never modified; outputs are written atomically and may not be the input file.
 """
@@ -190,6 +191,48 @@ def export(
     return str(res.folder)
 
 
+def benchmark(
+    bundles: str | None = None,
+    out: str = "benchmarks/results",
+    train: bool = False,
+    ckpt: str | None = None,
+    config: str | None = None,
+    overrides: dict | None = None,
+    quick: bool = False,
+    speed: bool = True,
+    speed_shape: tuple | None = None,
+    threads: int = 2,
+    readme: str | None = None,
+) -> str:
+    """Benchmark every bundle (or ``--bundles a,b``) against its input and classical baselines per dose, with speed
+    and memory (see common/benchmark.py). ``--ckpt name=path,...`` gives weights (default: each bundle's
+    models/model.pt; ``--train`` trains missing ones with the default config); ``--config a.yaml,b.yaml`` adds config
+    overlays to every run; ``--readme README.md`` rewrites its benchmark section."""
+    import shlex
+    import sys
+
+    from common.benchmark import run_benchmark
+
+    ckpts = dict(item.split("=", 1) for item in ckpt.split(",")) if ckpt else {}
+    names = [b for b in (bundles.split(",") if isinstance(bundles, str) else bundles or []) if b]
+    md = run_benchmark(
+        bundles=names or None,
+        out=out,
+        train=train,
+        ckpts=ckpts,
+        extra_configs=config.split(",") if config else (),
+        overrides=overrides,
+        quick=quick,
+        speed=speed,
+        speed_shape=speed_shape,
+        threads=threads,
+        readme=readme,
+        command="restorezoo " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+    )
+    print(md.read_text())
+    return str(md)
+
+
 def main() -> None:
     import fire
 
@@ -202,6 +245,7 @@ def main() -> None:
             "dicom2nifti": dicom2nifti,
             "validate": validate,
             "export": export,
+            "benchmark": benchmark,
         },
         name="restorezoo",
     )

@@ -164,19 +164,24 @@ class GroupedMetricsReport:
             group = item.get(self.group_key, "all") if isinstance(item, dict) else "all"
             group = float(torch.as_tensor(group).reshape(-1)[0]) if not isinstance(group, str) else group
             row: dict[str, Any] = {"item": source_of(out.get(self.input_key), ""), self.group_key: group}
-            kw = dict(
-                names=self.metric_names,
-                data_range=self.data_range,
-                window=self.window,
-                scale=self.scale,
-                ssim_axis=self.ssim_axis,
-                mask=self._mask(out, item),
-                ssim_win=self.ssim_win,
-            )
+            kw = self.metric_kwargs(self._mask(out, item))
             for tag, key in self.candidates.items():
                 for name, value in compute_item_metrics(out[key], out["label"], **kw).items():
                     row[f"{tag}_{name}"] = value
             self.rows.append(row)
+
+    def metric_kwargs(self, mask: torch.Tensor | None = None) -> dict[str, Any]:
+        """The keyword arguments of :func:`compute_item_metrics` this report uses (so other code, e.g. the
+        benchmark's baseline tuning, measures exactly as the report does)."""
+        return dict(
+            names=self.metric_names,
+            data_range=self.data_range,
+            window=self.window,
+            scale=self.scale,
+            ssim_axis=self.ssim_axis,
+            mask=mask,
+            ssim_win=self.ssim_win,
+        )
 
     def _mask(self, out: dict[str, Any], item: Any) -> torch.Tensor | None:
         """The mask from the evaluator output, else from the batch item (MONAI evaluators output only image, label

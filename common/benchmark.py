@@ -1,0 +1,517 @@
+"""``restorezoo benchmark``: every bundle against its input and classical baselines, per dose, with speed and memory.
+
+For each bundle (discovered: ``bundles/*/configs/benchmark.yaml``) and each of its runs (SR: one per factor):
+
+1. weights: ``--ckpt`` or the run's ``models/model.pt``; missing -> trained with the default config (``--train``);
+2. baselines (``common.baselines``): each one's parameter is tuned per dose on the VALIDATION split, by the PSNR of
+   the bundle's own first metric report (same metric code, window, data range), never on the test split;
+3. the test split at the benchmark's doses through the bundle's ``inference.yaml`` + ``evaluate.yaml`` (+
+   ``benchmark.yaml``), with the tuned baselines added to the post-processing and to the metric report's candidates,
+   so input, baselines and method are measured by one code path on the same items; middle slices are kept for panels;
+4. speed (``common.speed``): voxels/s, seconds per volume, peak RSS, parameters, FLOPs per voxel, achieved GFLOP/s
+   and its fraction of the measured fp32 matmul peak, next to the MONAI UNet reference measured in the same run.
+
+Outputs in ``--out``: ``results.csv`` (one row per bundle, run, dose, method), ``speed.csv``, ``results.md`` (tables
+and where each target stands), ``figures/<bundle>_<run>_psnr.png`` (metric vs dose) and ``_panels.png`` (fixed
+window), and, with ``--readme``, the README section between ``<!-- benchmark:start -->`` / ``<!-- benchmark:end -->``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import platform
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from ignite.engine import Engine, Events
+
+__all__ = ["PanelCollector", "Task", "load_task", "run_benchmark"]
+
+logger = logging.getLogger(__name__)
+ROOT = Path(__file__).resolve().parent.parent
+START, END = "<!-- benchmark:start -->", "<!-- benchmark:end -->"
+
+
+@dataclass
+class Task:
+    """What ``configs/benchmark.yaml``'s ``benchmark`` block says about a bundle."""
+
+    group_key: str
+    groups: list[float]
+    baselines: list[str]
+    slice_wise: bool
+    panel_window: list[float]
+    panel_keys: list[str] | None
+    target_group: float | None
+    target_over: str | None
+    runs: list[dict[str, Any]] = field(default_factory=lambda: [{"name": "default"}])
+    speed: dict[str, Any] = field(default_factory=dict)
+
+
+def load_task(bundle: Path) -> Task:
+    """The benchmark description of ``bundle`` (``configs/benchmark.yaml``)."""
+    from common.baselines import available_baselines
+
+    path = bundle / "configs" / "benchmark.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing (every bundle describes its benchmark there)")
+    spec = (yaml.safe_load(path.read_text()) or {}).get("benchmark")
+    if not spec:
+        raise ValueError(f"{path}: no 'benchmark' block")
+    baselines = spec.get("baselines", "auto")
+    return Task(
+        group_key=spec["group_key"],
+        groups=[float(g) for g in spec["groups"]],
+        baselines=available_baselines() if baselines == "auto" else list(baselines),
+        slice_wise=bool(spec.get("slice_wise", False)),
+        panel_window=[float(v) for v in spec["panel_window"]],
+        panel_keys=spec.get("panel_keys"),
+        target_group=spec.get("target_group"),
+        target_over=spec.get("target_over"),
+        runs=spec.get("runs") or [{"name": "default"}],
+        speed=spec.get("speed") or {},
+    )
+
+
+class PanelCollector:
+    """Evaluator handler: keep the middle axial slice of ``keys`` for the first item of every dose group, saved to
+    ``<output_dir>/panels.npz`` (``"<group>|<key>"`` -> 2D array) when the run completes."""
+
+    def __init__(self, output_dir: str, keys: Sequence[str], group_key: str) -> None:
+        self.output_dir, self.keys, self.group_key = Path(output_dir), list(keys), group_key
+        self.slices: dict[str, np.ndarray] = {}
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
+        engine.add_event_handler(Events.COMPLETED, self._save)
+
+    def _collect(self, engine: Engine) -> None:
+        outputs = engine.state.output if isinstance(engine.state.output, list) else [engine.state.output]
+        batch = engine.state.batch if isinstance(engine.state.batch, list) else [engine.state.batch]
+        for out, item in zip(outputs, batch, strict=False):
+            group = float(torch.as_tensor(item.get(self.group_key, out.get(self.group_key))).reshape(-1)[0])
+            for key in self.keys:
+                name = f"{group:g}|{key}"
+                if name in self.slices or out.get(key) is None:
+                    continue
+                arr = torch.as_tensor(out[key]).detach().cpu().float().numpy()[0]
+                self.slices[name] = arr[:, :, arr.shape[2] // 2]
+
+    def _save(self, engine: Engine) -> None:
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(self.output_dir / "panels.npz", **self.slices)
+
+
+# ------------------------------------------------------------------------------------------------------- configs
+
+
+def _parser(bundle: Path, files: Sequence[Path], overrides: dict[str, Any]):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(f) for f in files])
+    parser.read_meta(str(bundle / "configs" / "metadata.json"))
+    parser["bundle_root"] = str(bundle)
+    for k, v in overrides.items():
+        parser[k] = v
+    return parser
+
+
+def _first_report_index(parser) -> int:
+    for i, h in enumerate(parser.get("handlers") or []):
+        if isinstance(h, dict) and str(h.get("_target_", "")).endswith("GroupedMetricsReport"):
+            return i
+    raise ValueError("the evaluation config has no GroupedMetricsReport handler")
+
+
+def _eval_files(bundle: Path, extra: Sequence[Path]) -> list[Path]:
+    c = bundle / "configs"
+    return [c / "inference.yaml", c / "evaluate.yaml", c / "benchmark.yaml", *extra]
+
+
+# -------------------------------------------------------------------------------------------------------- tuning
+
+
+def tune_baselines(
+    bundle: Path, task: Task, files: Sequence[Path], overrides: dict[str, Any], quick: bool = False
+) -> tuple[dict[str, dict[float, float]], list[dict[str, Any]]]:
+    """Per baseline and validation dose, the parameter with the best mean PSNR of the bundle's first report.
+    Returns ``({name: {dose: param}}, rows of every tried value)``."""
+    from common.baselines import denoise, parameter_grid
+    from common.io import load_nifti
+
+    if not task.baselines:
+        return {}, []
+    parser = _parser(bundle, files, {**overrides, "data_split": "validation"})
+    items = parser.get_parsed_content("datalist_items")
+    report = parser.get_parsed_content(f"handlers#{_first_report_index(parser)}", instantiate=True)
+    scores: dict[tuple[str, float, float], list[float]] = defaultdict(list)
+    for item in items:
+        dose = float(item[task.group_key])
+        image, _ = load_nifti(item["image"])
+        label, _ = load_nifti(item["label"])
+        ref = torch.as_tensor(label)[None]
+        for name in task.baselines:
+            for param in parameter_grid(name, quick):
+                out = torch.as_tensor(denoise(name, image, param, task.slice_wise))[None]
+                value = _metrics(out, ref, report.metric_kwargs())["psnr"]  # the report's own settings
+                scores[(name, dose, param)].append(value)
+    rows = [
+        {"baseline": n, task.group_key: d, "param": p, "val_psnr": float(np.mean(v)), "n": len(v)}
+        for (n, d, p), v in sorted(scores.items())
+    ]
+    best: dict[str, dict[float, float]] = defaultdict(dict)
+    best_psnr: dict[tuple[str, float], float] = {}
+    for r in rows:
+        k = (r["baseline"], r[task.group_key])
+        if k not in best_psnr or r["val_psnr"] > best_psnr[k]:
+            best_psnr[k] = r["val_psnr"]
+            best[k[0]][k[1]] = r["param"]
+    return dict(best), rows
+
+
+def _metrics(pred: torch.Tensor, ref: torch.Tensor, kw: dict[str, Any]) -> dict[str, float]:
+    from common.handlers import compute_item_metrics
+
+    kw = dict(kw)
+    kw["names"] = sorted(set(kw["names"]) | {"psnr"})
+    return compute_item_metrics(pred, ref, **kw)
+
+
+# ---------------------------------------------------------------------------------------------------- evaluation
+
+
+def evaluate_run(
+    bundle: Path,
+    task: Task,
+    files: Sequence[Path],
+    overrides: dict[str, Any],
+    params: dict[str, dict[float, float]],
+    out_dir: Path,
+) -> tuple[Path, float]:
+    """The bundle's evaluation on the test split with the tuned baselines added; returns (items CSV, seconds)."""
+    parser = _parser(bundle, files, {**overrides, "data_split": "test", "output_dir": str(out_dir)})
+    names = list(params)
+    if names:
+        transforms = parser["postprocessing"]["transforms"]
+        transforms.append(
+            {
+                "_target_": "common.baselines.BaselineDenoised",
+                "keys": "image",
+                "params": {n: {str(k): v for k, v in t.items()} for n, t in params.items()},
+                "dose_key": task.group_key,
+                "slice_wise": task.slice_wise,
+            }
+        )
+    handlers = parser["handlers"]
+    index = _first_report_index(parser)
+    report = handlers[index]
+    if names and "candidates" not in report:
+        report["candidates"] = {"input": "image", **{n: n for n in names}, "output": "pred"}
+    keys = task.panel_keys or ["image", *names, "pred", "label"]
+    handlers.append(
+        {
+            "_target_": "common.benchmark.PanelCollector",
+            "output_dir": str(out_dir),
+            "keys": keys,
+            "group_key": task.group_key,
+        }
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config = out_dir / "benchmark_config.json"
+    parser.export_config_file(parser.get(), str(config))
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(config)]
+    cmd += ["--meta_file", str(bundle / "configs" / "metadata.json")]
+    cmd += ["--logging_file", str(bundle / "configs" / "logging.conf")]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=bundle, capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    (out_dir / "evaluation.log").write_text(proc.stdout + proc.stderr)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{bundle.name}: benchmark evaluation failed (log: {out_dir / 'evaluation.log'})")
+    prefix = _parser(bundle, files, {**overrides, "data_split": "test"}).get_parsed_content(f"handlers#{index}#prefix")
+    return out_dir / f"{prefix}_items.csv", seconds
+
+
+def summarize(items_csv: Path, bundle: str, run: str, task: Task, params: dict[str, dict[float, float]]) -> list[dict]:
+    """Mean of every ``<method>_<metric>`` column per dose group -> one row per (dose, method)."""
+    with open(items_csv) as f:
+        items = list(csv.DictReader(f))
+    groups: dict[float, list[dict]] = defaultdict(list)
+    for r in items:
+        groups[float(r[task.group_key])].append(r)
+    rows = []
+    for g in sorted(groups):
+        rs = groups[g]
+        methods: dict[str, dict[str, float]] = defaultdict(dict)
+        for col in rs[0]:
+            if "_" not in col or col in ("item", task.group_key):
+                continue
+            method, metric = col.rsplit("_", 1)
+            try:
+                methods[method][metric] = float(np.mean([float(r[col]) for r in rs]))
+            except ValueError:
+                continue
+        for method, values in methods.items():
+            param = params.get(method, {})
+            tuned = None
+            if param:
+                tuned = param[min(param, key=lambda k: abs(np.log(k) - np.log(g)))]
+            rows.append({"bundle": bundle, "run": run, task.group_key: g, "group_key": task.group_key,
+                         "method": method, "param": tuned, "n": len(rs), **values})  # fmt: skip
+    return rows
+
+
+# -------------------------------------------------------------------------------------------------------- outputs
+
+
+def _plot(rows: list[dict], task: Task, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for method in dict.fromkeys(r["method"] for r in rows):
+        pts = sorted((r[task.group_key], r["psnr"]) for r in rows if r["method"] == method and "psnr" in r)
+        if pts:
+            ax.plot(*zip(*pts, strict=True), marker="o", label=method, lw=2.5 if method == "output" else 1.2)
+    ax.set_xscale("log")
+    ax.set_xlabel(task.group_key)
+    ax.set_ylabel("PSNR (dB)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _panels(npz: Path, task: Task, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = np.load(npz)
+    groups = sorted({float(k.split("|")[0]) for k in data.files})
+    keys = list(dict.fromkeys(k.split("|")[1] for k in data.files))
+    if not groups:
+        return
+    fig, axes = plt.subplots(len(groups), len(keys), figsize=(1.9 * len(keys), 1.9 * len(groups)), squeeze=False)
+    lo, hi = task.panel_window
+    for i, g in enumerate(groups):
+        for j, k in enumerate(keys):
+            ax = axes[i, j]
+            name = f"{g:g}|{k}"
+            if name in data.files:
+                ax.imshow(np.rot90(data[name]), cmap="gray", vmin=lo, vmax=hi)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(k, fontsize=8)
+            if j == 0:
+                ax.set_ylabel(f"{task.group_key} {g:g}", fontsize=8)
+    fig.suptitle(f"{title} (window {lo:g} .. {hi:g})", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _fmt(v: Any, digits: int = 2) -> str:
+    if v is None or v == "":
+        return ""
+    if isinstance(v, float):
+        return f"{v:.{digits}f}" if abs(v) >= 0.01 or v == 0 else f"{v:.2e}"
+    return str(v)
+
+
+def markdown(rows: list[dict], speed: list[dict], tasks: dict[str, Task], meta: dict[str, Any]) -> str:
+    """The results as Markdown: per bundle and run a table (dose x method), the targets, the speed table."""
+    lines = [f"Machine: {meta['machine']}. Command: `{meta['command']}`. Date: {meta['date']}.", ""]
+    targets = []
+    by_run: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for r in rows:
+        by_run[(r["bundle"], r["run"])].append(r)
+    for (bundle, run), rs in by_run.items():
+        task = tasks[bundle]
+        metrics = [m for m in ("psnr", "ssim", "rmse", "nrmse", "mae") if any(m in r for r in rs)]
+        anchor = f"{bundle}-{run}"
+        lines += [f'### {bundle} ({run}) <a id="{anchor}"></a>', ""]
+        lines += ["| " + task.group_key + " | method | tuned param | " + " | ".join(metrics) + " |"]
+        lines += ["|---|---|---|" + "---|" * len(metrics)]
+        for r in rs:
+            vals = " | ".join(_fmt(r.get(m), 4 if m in ("ssim", "nrmse") else 2) for m in metrics)
+            lines.append(f"| {r[task.group_key]:g} | {r['method']} | {_fmt(r.get('param'))} | {vals} |")
+        lines += ["", f"![PSNR vs {task.group_key}](figures/{bundle}_{run}_psnr.png) "
+                  f"![panels](figures/{bundle}_{run}_panels.png)", ""]  # fmt: skip
+        if task.target_group is not None:
+            at = [r for r in rs if abs(r[task.group_key] - float(task.target_group)) < 1e-9 and "psnr" in r]
+            out = next((r for r in at if r["method"] == "output"), None)
+            others = [r for r in at if r["method"] not in ("output", "input")]
+            if task.target_over:
+                others = [r for r in others if r["method"] == task.target_over]
+            if out and others:
+                best = max(others, key=lambda r: r["psnr"])
+                gain = out["psnr"] - best["psnr"]
+                targets.append(
+                    f"- {bundle} ({run}) at {task.group_key} {task.target_group:g}: output {out['psnr']:.2f} dB vs "
+                    f"best baseline {best['method']} {best['psnr']:.2f} dB: {gain:+.2f} dB "
+                    f"(target >= +1 dB: {'met' if gain >= 1 else 'NOT met'})"
+                )
+    if speed:
+        lines += ["### Speed and memory (128 x 128 x 96 output volume)", ""]
+        lines += ["| model | params (M) | s / volume | output voxels/s | x reference | FLOPs / voxel | GFLOP/s "
+                  "| fraction of fp32 matmul peak | peak RSS (MB) |"]  # fmt: skip
+        lines += ["|---|---|---|---|---|---|---|---|---|"]
+        for s in speed:
+            note = f" (x{s['per_volume_factor']:g} from one call)" if s.get("per_volume_factor", 1) != 1 else ""
+            lines.append(
+                f"| {s['model']} | {s['params'] / 1e6:.2f} | {s['seconds_per_volume']:.2f}{note} | "
+                f"{s['voxels_per_s']:.3g} | {s['x_reference']:.3f} | {s['flops_per_voxel']:.3g} | "
+                f"{s['gflops_per_s']:.1f} | {s['peak_fraction']:.2f} | {s['peak_rss_MB']:.0f} |"
+            )
+            if s["model"] != "reference" and "reference" not in s["model"]:
+                targets.append(
+                    f"- {s['model']}: {s['peak_fraction'] * 100:.0f} % of the measured fp32 matmul peak "
+                    f"({s['matmul_peak_gflops']:.0f} GFLOP/s) (target >= 30 %: "
+                    f"{'met' if s['peak_fraction'] >= 0.3 else 'NOT met'})"
+                )
+        lines.append("")
+    if targets:
+        lines += ["### Targets", "", *targets, meta.get("bm4d_note", ""), ""]
+    return "\n".join(lines)
+
+
+def update_readme(readme: Path, body: str) -> None:
+    """Replace the text between the benchmark markers of ``readme`` with ``body``."""
+    text = readme.read_text()
+    if START not in text or END not in text:
+        raise ValueError(f"{readme}: no {START} ... {END} markers")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(f"{head}{START}\n{body}\n{END}{tail}")
+
+
+# ---------------------------------------------------------------------------------------------------------- runner
+
+
+def _train(bundle: Path, ckpt_dir: Path, run: dict[str, Any], extra: Sequence[Path], overrides: dict[str, Any]):
+    files = [bundle / "configs" / "train.yaml", *extra]
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", repr([str(f) for f in files])]
+    cmd += [f"--ckpt_dir={ckpt_dir}"] + [f"--{k}={v}" for k, v in {**run.get("overrides", {}), **overrides}.items()]
+    logger.info("training %s: %s", bundle.name, " ".join(cmd))
+    subprocess.run(cmd, cwd=ROOT, check=True)
+
+
+def run_benchmark(
+    bundles: Sequence[str | Path] | None = None,
+    out: str | Path = "benchmarks/results",
+    train: bool = False,
+    ckpts: dict[str, str] | None = None,
+    extra_configs: Sequence[str | Path] = (),
+    overrides: dict[str, Any] | None = None,
+    quick: bool = False,
+    speed: bool = True,
+    speed_shape: Sequence[int] | None = None,
+    threads: int = 2,
+    readme: str | Path | None = None,
+    command: str = "",
+) -> Path:
+    """Run the benchmark (see the module docstring); returns the path of ``results.md``."""
+    out = Path(out).resolve()
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    extra = [Path(e).resolve() for e in extra_configs]
+    overrides = dict(overrides or {})
+    ckpts = dict(ckpts or {})
+    found = sorted(p for p in (ROOT / "bundles").iterdir() if (p / "configs" / "benchmark.yaml").is_file())
+    selected = (
+        [Path(b).resolve() if "/" in str(b) else ROOT / "bundles" / str(b) for b in bundles] if bundles else found
+    )
+    rows: list[dict] = []
+    tuning: list[dict] = []
+    speed_rows_all: list[dict] = []
+    tasks: dict[str, Task] = {}
+    for bundle in selected:
+        task = tasks[bundle.name] = load_task(bundle)
+        for run in task.runs:
+            name = run.get("name", "default")
+            run_over = {**run.get("overrides", {}), **overrides}
+            ckpt_dir = bundle / run.get("ckpt_subdir", "models")
+            key = f"{bundle.name}:{name}" if f"{bundle.name}:{name}" in ckpts else bundle.name
+            ckpt = Path(ckpts[key]) if key in ckpts else ckpt_dir / "model.pt"
+            if not ckpt.is_file():
+                if not train:
+                    raise FileNotFoundError(f"{ckpt}: no weights for {bundle.name} ({name}); pass --train or --ckpt")
+                _train(bundle, ckpt_dir, run, extra, overrides)
+            files = _eval_files(bundle, extra)
+            run_over["ckpt_path"] = str(ckpt)
+            params, tried = tune_baselines(bundle, task, files, run_over, quick)
+            tuning += [{"bundle": bundle.name, "run": name, **t} for t in tried]
+            work = out / "work" / bundle.name / name
+            items_csv, seconds = evaluate_run(bundle, task, files, run_over, params, work)
+            rs = summarize(items_csv, bundle.name, name, task, params)
+            for r in rs:
+                r["eval_seconds"] = seconds
+            rows += rs
+            _plot(rs, task, out / "figures" / f"{bundle.name}_{name}_psnr.png", f"{bundle.name} ({name}), test split")
+            _panels(work / "panels.npz", task, out / "figures" / f"{bundle.name}_{name}_panels.png", bundle.name)
+        if speed:
+            from common.speed import SHAPE, speed_rows
+
+            shape = tuple(speed_shape or task.speed.get("input_shape") or SHAPE)
+            sr = speed_rows(bundle, threads, 1 if quick else 2, shape, task.speed.get("overrides"),
+                            float(task.speed.get("per_volume_factor", 1.0)))  # fmt: skip
+            if not speed_rows_all:
+                speed_rows_all.append(sr[0])
+            speed_rows_all.append(sr[1])
+    _write_csv(out / "results.csv", rows)
+    _write_csv(out / "tuning.csv", tuning)
+    _write_csv(out / "speed.csv", speed_rows_all)
+    meta = {
+        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads available, "
+        f"{threads} used for speed, torch {torch.__version__}",
+        "command": command or "restorezoo benchmark",
+        "date": time.strftime("%Y-%m-%d"),
+        "bm4d_note": "- BM4D time: not measured (the optional non-commercial `baselines` extra is not installed)"
+        if "bm4d" not in {b for t in tasks.values() for b in t.baselines}
+        else "",
+    }
+    md = markdown(rows, speed_rows_all, tasks, meta)
+    (out / "results.md").write_text(md)
+    (out / "meta.json").write_text(json.dumps(meta, indent=2))
+    if readme:
+        update_readme(Path(readme), _relink(md, out, Path(readme).parent))
+    return out / "results.md"
+
+
+def _relink(md: str, out: Path, base: Path) -> str:
+    """Figure links of ``results.md`` made relative to ``base`` (the README's folder)."""
+    try:
+        rel = out.relative_to(base.resolve())
+    except ValueError:
+        rel = out
+    return md.replace("](figures/", f"]({rel.as_posix()}/figures/")
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    if not rows:
+        path.write_text("")
+        return
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (json.dumps(v) if isinstance(v, list | dict) else v) for k, v in r.items()})
