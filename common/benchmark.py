@@ -36,7 +36,7 @@ import torch
 import yaml
 from ignite.engine import Engine, Events
 
-__all__ = ["PanelCollector", "Task", "load_task", "run_benchmark"]
+__all__ = ["PanelCollector", "SUVBiasReport", "Task", "load_task", "render", "run_benchmark"]
 
 logger = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,6 +55,8 @@ class Task:
     panel_keys: list[str] | None
     target_group: float | None
     target_over: str | None
+    metrics: list[str] | None = None
+    suv_bias: bool = False
     runs: list[dict[str, Any]] = field(default_factory=lambda: [{"name": "default"}])
     speed: dict[str, Any] = field(default_factory=dict)
 
@@ -79,6 +81,8 @@ def load_task(bundle: Path) -> Task:
         panel_keys=spec.get("panel_keys"),
         target_group=spec.get("target_group"),
         target_over=spec.get("target_over"),
+        metrics=spec.get("metrics"),
+        suv_bias=bool(spec.get("suv_bias", False)),
         runs=spec.get("runs") or [{"name": "default"}],
         speed=spec.get("speed") or {},
     )
@@ -111,6 +115,55 @@ class PanelCollector:
     def _save(self, engine: Engine) -> None:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(self.output_dir / "panels.npz", **self.slices)
+
+
+class SUVBiasReport:
+    """Evaluator handler (PET): SUVmean / SUVmax bias (percent) of every candidate against the full-dose reference
+    inside the lesions and the liver (the datalist items' ``lesions`` / ``labels`` files, label table of the item's
+    ``anatomy``), one row per item, candidate and region -> ``<output_dir>/suv_bias.csv``."""
+
+    def __init__(self, output_dir: str, candidates: dict[str, str], group_key: str, organs: Sequence[str] = ("liver",)):
+        self.output_dir, self.candidates, self.group_key = Path(output_dir), dict(candidates), group_key
+        self.organs = list(organs)
+        self.rows: list[dict[str, Any]] = []
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
+        engine.add_event_handler(Events.COMPLETED, self._save)
+
+    def _masks(self, item: dict) -> dict[str, np.ndarray]:
+        from common.io import load_nifti
+        from common.phantoms.pet import PET_BRAIN_LABELS, PET_TORSO_LABELS
+
+        masks = {}
+        if item.get("lesions"):
+            masks["lesion"] = load_nifti(str(item["lesions"]))[0] > 0
+        if item.get("labels"):
+            labels = load_nifti(str(item["labels"]))[0]
+            table = PET_TORSO_LABELS if item.get("anatomy") == "torso" else PET_BRAIN_LABELS
+            masks.update({o: labels == table[o] for o in self.organs if o in table})
+        return masks
+
+    def _collect(self, engine: Engine) -> None:
+        from common.metrics import suv_bias_in_masks
+
+        outputs = engine.state.output if isinstance(engine.state.output, list) else [engine.state.output]
+        batch = engine.state.batch if isinstance(engine.state.batch, list) else [engine.state.batch]
+        for out, item in zip(outputs, batch, strict=False):
+            masks = self._masks(item)
+            if not masks:
+                continue
+            group = float(torch.as_tensor(item.get(self.group_key)).reshape(-1)[0])
+            ref = torch.as_tensor(out["label"]).detach().cpu().float()[0]
+            for tag, key in self.candidates.items():
+                pred = torch.as_tensor(out[key]).detach().cpu().float()[0]
+                for region, b in suv_bias_in_masks(pred, ref, masks).items():
+                    self.rows.append({"item": str(item.get("image", "")), self.group_key: group, "method": tag,
+                                      "region": region, **b})  # fmt: skip
+
+    def _save(self, engine: Engine) -> None:
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        _write_csv(self.output_dir / "suv_bias.csv", self.rows)
 
 
 # ------------------------------------------------------------------------------------------------------- configs
@@ -219,6 +272,12 @@ def evaluate_run(
     report = handlers[index]
     if names and "candidates" not in report:
         report["candidates"] = {"input": "image", **{n: n for n in names}, "output": "pred"}
+    if task.metrics:
+        report["metric_names"] = list(task.metrics)
+    if task.suv_bias:
+        candidates = report.get("candidates") or {"input": "image", "output": "pred"}
+        handlers.append({"_target_": "common.benchmark.SUVBiasReport", "output_dir": str(out_dir),
+                         "candidates": candidates, "group_key": task.group_key})  # fmt: skip
     keys = task.panel_keys or ["image", *names, "pred", "label"]
     handlers.append(
         {
@@ -244,8 +303,22 @@ def evaluate_run(
     return out_dir / f"{prefix}_items.csv", seconds
 
 
+def _suv_bias(path: Path, group_key: str) -> dict[tuple[float, str], dict[str, float]]:
+    """Mean SUV bias per (dose, method): ``{<region>_suvmean_bias_pct: ..., <region>_suvmax_bias_pct: ...}``."""
+    if not path.is_file() or not path.stat().st_size:
+        return {}
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    acc: dict[tuple[float, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        for stat in ("suvmean_bias_pct", "suvmax_bias_pct"):
+            acc[(float(r[group_key]), r["method"])][f"{r['region']}_{stat}"].append(float(r[stat]))
+    return {k: {m: float(np.mean(v)) for m, v in d.items()} for k, d in acc.items()}
+
+
 def summarize(items_csv: Path, bundle: str, run: str, task: Task, params: dict[str, dict[float, float]]) -> list[dict]:
     """Mean of every ``<method>_<metric>`` column per dose group -> one row per (dose, method)."""
+    bias = _suv_bias(items_csv.parent / "suv_bias.csv", task.group_key)
     with open(items_csv) as f:
         items = list(csv.DictReader(f))
     groups: dict[float, list[dict]] = defaultdict(list)
@@ -269,7 +342,8 @@ def summarize(items_csv: Path, bundle: str, run: str, task: Task, params: dict[s
             if param:
                 tuned = param[min(param, key=lambda k: abs(np.log(k) - np.log(g)))]
             rows.append({"bundle": bundle, "run": run, task.group_key: g, "group_key": task.group_key,
-                         "method": method, "param": tuned, "n": len(rs), **values})  # fmt: skip
+                         "method": method, "param": tuned, "n": len(rs), **values,
+                         **bias.get((g, method), {})})  # fmt: skip
     return rows
 
 
@@ -346,9 +420,9 @@ def markdown(rows: list[dict], speed: list[dict], tasks: dict[str, Task], meta: 
         by_run[(r["bundle"], r["run"])].append(r)
     for (bundle, run), rs in by_run.items():
         task = tasks[bundle]
-        metrics = [m for m in ("psnr", "ssim", "rmse", "nrmse", "mae") if any(m in r for r in rs)]
-        anchor = f"{bundle}-{run}"
-        lines += [f'### {bundle} ({run}) <a id="{anchor}"></a>', ""]
+        metrics = [m for m in ("psnr", "ssim", "rmse", "nrmse", "mae") if any(r.get(m) is not None for r in rs)]
+        metrics += sorted({k for r in rs for k in r if k.endswith("_bias_pct") and r.get(k) is not None})
+        lines += [f"### {bundle} ({run})", ""]  # GitHub anchor: #<bundle>-<run>
         lines += ["| " + task.group_key + " | method | tuned param | " + " | ".join(metrics) + " |"]
         lines += ["|---|---|---|" + "---|" * len(metrics)]
         for r in rs:
@@ -471,8 +545,9 @@ def run_benchmark(
             from common.speed import SHAPE, speed_rows
 
             shape = tuple(speed_shape or task.speed.get("input_shape") or SHAPE)
+            reference = speed_rows_all[0] if speed_rows_all else None  # measured once per benchmark run
             sr = speed_rows(bundle, threads, 1 if quick else 2, shape, task.speed.get("overrides"),
-                            float(task.speed.get("per_volume_factor", 1.0)))  # fmt: skip
+                            float(task.speed.get("per_volume_factor", 1.0)), reference)  # fmt: skip
             if not speed_rows_all:
                 speed_rows_all.append(sr[0])
             speed_rows_all.append(sr[1])
@@ -492,7 +567,38 @@ def run_benchmark(
     (out / "results.md").write_text(md)
     (out / "meta.json").write_text(json.dumps(meta, indent=2))
     if readme:
-        update_readme(Path(readme), _relink(md, out, Path(readme).parent))
+        update_readme(Path(readme), _relink(md, out, Path(readme).resolve().parent))
+    return out / "results.md"
+
+
+def _numeric(row: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in row.items():
+        if k in ("bundle", "run", "method", "group_key", "model"):
+            out[k] = v
+            continue
+        try:
+            out[k] = float(v) if v != "" else None
+        except ValueError:
+            out[k] = v
+    return out
+
+
+def render(out: str | Path = "benchmarks/results", readme: str | Path | None = None) -> Path:
+    """Re-write ``results.md`` (and the README section) from the CSV files of an earlier run, without re-running."""
+    out = Path(out).resolve()
+    with open(out / "results.csv") as f:
+        rows = [_numeric(r) for r in csv.DictReader(f)]
+    speed = []
+    if (out / "speed.csv").stat().st_size:
+        with open(out / "speed.csv") as f:
+            speed = [_numeric(r) for r in csv.DictReader(f)]
+    tasks = {b: load_task(ROOT / "bundles" / b) for b in dict.fromkeys(r["bundle"] for r in rows)}
+    meta = json.loads((out / "meta.json").read_text())
+    md = markdown(rows, speed, tasks, meta)
+    (out / "results.md").write_text(md)
+    if readme:
+        update_readme(Path(readme), _relink(md, out, Path(readme).resolve().parent))
     return out / "results.md"
 
 

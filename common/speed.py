@@ -80,10 +80,13 @@ def measure(
         inferer = parser.get_parsed_content("inferer", instantiate=True)
         x = torch.rand(1, 1, *input_shape)
         meta = json.loads((configs / "metadata.json").read_text())
-        if "meta" in meta["network_data_format"]["inputs"]:  # dose-conditioned: the vector rides in the image meta
+        from common.inferers import ConditionedInferer
+
+        if isinstance(inferer, ConditionedInferer):  # dose-conditioned: the vector rides in the image meta data
             from monai.data import MetaTensor
 
-            x = MetaTensor(x, meta={"meta": extra_forward_args(meta)["meta"][0]})
+            cond = next(iter(extra_forward_args(meta).values()))[0]
+            x = MetaTensor(x, meta={inferer.meta_key: cond})
         name = Path(bundle_dir).name
     else:
         net = UNet(3, 1, 1, (16, 32, 64, 128), (2, 2, 2))
@@ -122,6 +125,17 @@ def measure(
     }
 
 
+def _child(kind: str, job: dict[str, Any]) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "common.speed", "--child", json.dumps({**job, "kind": kind})],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"speed measurement of {job['bundle_dir']} ({kind}) failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def speed_rows(
     bundle_dir: str | Path,
     threads: int = 2,
@@ -129,27 +143,21 @@ def speed_rows(
     input_shape: tuple[int, ...] = SHAPE,
     overrides: dict[str, Any] | None = None,
     per_volume_factor: float = 1.0,
+    reference: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """Reference and bundle rows, each measured in its own subprocess, plus the matmul peak and the ratios:
-    ``x_reference`` (voxels/s over the reference's) and ``peak_fraction`` (achieved GFLOP/s over the peak)."""
-    rows = []
-    for kind in ("reference", "bundle"):
-        job = {
-            "kind": kind,
-            "bundle_dir": str(bundle_dir),
-            "threads": threads,
-            "repeats": repeats,
-            "input_shape": list(input_shape),
-            "overrides": overrides or {},
-            "per_volume_factor": per_volume_factor,
-        }
-        proc = subprocess.run(
-            [sys.executable, "-m", "common.speed", "--child", json.dumps(job)], capture_output=True, text=True
-        )
-        if proc.returncode != 0:
-            raise RuntimeError(f"speed measurement of {bundle_dir} ({kind}) failed:\n{proc.stderr[-3000:]}")
-        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    peak = matmul_peak_gflops(threads)
+    """``[reference row, bundle row]``, each measured in its own subprocess (``reference``: a row measured earlier
+    in the same run, reused), plus the matmul peak and the ratios: ``x_reference`` (voxels/s over the reference's)
+    and ``peak_fraction`` (achieved GFLOP/s over the peak)."""
+    job = {
+        "bundle_dir": str(bundle_dir),
+        "threads": threads,
+        "repeats": repeats,
+        "input_shape": list(input_shape),
+        "overrides": overrides or {},
+        "per_volume_factor": per_volume_factor,
+    }
+    rows = [dict(reference) if reference else _child("reference", job), _child("bundle", job)]
+    peak = rows[0].get("matmul_peak_gflops") or matmul_peak_gflops(threads)
     for r in rows:
         r["x_reference"] = r["voxels_per_s"] / rows[0]["voxels_per_s"]
         r["matmul_peak_gflops"] = peak

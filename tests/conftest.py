@@ -49,11 +49,14 @@ def run_bundle_failing(args: list[str], cwd: Path = ROOT, timeout: int = 600) ->
     return proc
 
 
-def perturbed_weights(bundle: Path, path: Path) -> Path:
-    """Save the bundle's inference network with seeded, perturbed parameters to ``path``."""
+def perturbed_weights(bundle: Path, path: Path, **overrides) -> Path:
+    """Save the bundle's inference network (config ids changed by ``overrides``, e.g. ``factor=2``) with seeded,
+    perturbed parameters to ``path``."""
     parser = ConfigParser()
     parser.read_config(str(bundle / "configs" / "inference.yaml"))
     parser["bundle_root"] = str(bundle)
+    for k, v in overrides.items():
+        parser[k] = v
     net = parser.get_parsed_content("network_def", instantiate=True)
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():

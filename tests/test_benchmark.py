@@ -1,0 +1,112 @@
+"""`restorezoo benchmark` in a tiny configuration: every bundle (discovered through configs/benchmark.yaml) with
+perturbed weights on the tiny smoke phantoms, quick baseline grids and a small speed volume. The full benchmark is the
+documented command in README.md, not part of CI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import BUNDLES, perturbed_weights
+
+from common.baselines import available_baselines, denoise, parameter_grid
+from common.benchmark import END, START, load_task, run_benchmark
+
+IDS = [b.name for b in BUNDLES]
+
+
+def _read(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("bundle", BUNDLES, ids=IDS)
+def test_every_bundle_describes_its_benchmark(bundle):
+    task = load_task(bundle)
+    assert task.groups and task.group_key and len(task.panel_window) == 2
+    assert set(task.baselines) <= set(available_baselines()) | {"bm3d", "bm4d"}
+
+
+def test_baselines_reduce_noise_and_keep_shape():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    clean = np.zeros((48, 40, 6), np.float32)
+    clean[12:36, 10:30] = 20.0  # low contrast: smoothing must win over edge blur
+    noisy = clean + rng.normal(0, 10, clean.shape).astype(np.float32)
+    for name in ("gaussian", "tv", "nlm"):
+        for slice_wise in (True, False):
+            out = denoise(name, noisy, parameter_grid(name)[2], slice_wise)
+            assert out.shape == noisy.shape and out.dtype == np.float32
+            assert np.sqrt(((out - clean) ** 2).mean()) < 0.8 * np.sqrt(((noisy - clean) ** 2).mean()), name
+
+
+def test_tiny_benchmark_all_bundles(export_of, data_cache, tmp_path):
+    ckpts = {}
+    for bundle in BUNDLES:
+        _, work, _, _, _ = export_of(bundle)  # perturbed weights, tiny data, run-time overlay
+        ckpts[bundle.name] = str(work / "weights.pt")
+        runs = load_task(bundle).runs
+        for run in runs[1:]:  # extra runs (SR x2): weights of that network
+            over = run.get("overrides", {})
+            ckpts[f"{bundle.name}:{run['name']}"] = str(
+                perturbed_weights(bundle, tmp_path / f"{bundle.name}_{run['name']}.pt", **over)
+            )
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n## Results\n{START}\nold\n{END}\n\n## After\n")
+    # one overlay per bundle is not possible in one call: run bundle by bundle with its own run-time overlay
+    for bundle in BUNDLES:
+        _, work, _, _, datalist = export_of(bundle)
+        overlay = yaml.safe_load((work / "runtime.yaml").read_text())
+        data_dir = datalist.parent  # the tiny phantoms of the export fixture
+        if bundle.name == "ct_throughplane_sr":  # the x2 run needs x2 items in the tiny data
+            overlay["phantom_kwargs"]["factors"] = [2, 4]
+            data_dir = data_cache / "bench_ct_throughplane_sr"
+        (tmp_path / f"{bundle.name}.yaml").write_text(yaml.safe_dump(overlay))
+        out = tmp_path / "out" / bundle.name
+        run_benchmark(
+            bundles=[bundle],
+            out=out,
+            ckpts=ckpts,
+            extra_configs=[tmp_path / f"{bundle.name}.yaml"],
+            overrides={"data_cache_dir": str(data_dir)},
+            quick=True,
+            speed_shape=(32, 32, 8) if bundle.name == "ct_throughplane_sr" else (32, 32, 16),
+            readme=readme,
+        )
+        task = load_task(bundle)
+        rows = _read(out / "results.csv")
+        assert rows, bundle.name
+        methods = defaultdict(set)
+        for r in rows:
+            methods[(r["run"], float(r[task.group_key]))].add(r["method"])
+            assert math.isfinite(float(r["psnr"]))
+        assert {r["run"] for r in rows} == {run.get("name", "default") for run in task.runs}
+        for found in methods.values():
+            assert {"output"} <= found and set(task.baselines) <= found
+            assert ("input" in found) or ({"linear", "cubic"} <= found)
+        tuning = _read(out / "tuning.csv")
+        for r in rows:  # the parameter used on the test split is the validation argmax for that dose
+            if r["method"] in task.baselines:
+                tried = [t for t in tuning if t["baseline"] == r["method"] and t["run"] == r["run"]]
+                doses = {float(t[task.group_key]) for t in tried}
+                nearest = min(doses, key=lambda d: abs(math.log(d) - math.log(float(r[task.group_key]))))
+                at = [t for t in tried if float(t[task.group_key]) == nearest]
+                assert float(r["param"]) == float(max(at, key=lambda t: float(t["val_psnr"]))["param"])
+                assert {float(t["param"]) for t in at} == set(parameter_grid(r["method"], quick=True))
+        speed = _read(out / "speed.csv")
+        assert "reference" in speed[0]["model"] and speed[1]["model"] == bundle.name
+        assert float(speed[1]["voxels_per_s"]) > 0 and float(speed[1]["flops_per_voxel"]) > 0
+        assert 0 < float(speed[1]["peak_fraction"]) < 5
+        for run in task.runs:
+            name = run.get("name", "default")
+            assert (out / "figures" / f"{bundle.name}_{name}_psnr.png").is_file()
+            assert (out / "figures" / f"{bundle.name}_{name}_panels.png").is_file()
+        text = readme.read_text()
+        assert "old" not in text and f"### {bundle.name}" in text and text.endswith("## After\n")
+    json.loads((tmp_path / "out" / BUNDLES[0].name / "meta.json").read_text())
