@@ -204,19 +204,21 @@ def benchmark(
     threads: int = 2,
     readme: str | None = None,
     render_only: bool = False,
+    measure_bm4d: bool = False,
 ) -> str:
     """Benchmark every bundle (or ``--bundles a,b``) against its input and classical baselines per dose, with speed
     and memory (see common/benchmark.py). ``--ckpt name=path,...`` gives weights (default: each bundle's
     models/model.pt; ``--train`` trains missing ones with the default config); ``--config a.yaml,b.yaml`` adds config
     overlays to every run; ``--readme README.md`` rewrites its benchmark section; ``--render_only`` re-writes the
-    tables (and README section) from the CSV files of an earlier run in ``--out``."""
+    tables (and README section) from the CSV files of an earlier run in ``--out`` (``--measure_bm4d``: also time
+    BM4D, when the optional extra is installed, for the speed target)."""
     import shlex
     import sys
 
     from common.benchmark import render, run_benchmark
 
     if render_only:
-        md = render(out, readme)
+        md = render(out, readme, measure_bm4d)
         print(md.read_text())
         return str(md)
     ckpts = dict(item.split("=", 1) for item in ckpt.split(",")) if ckpt else {}
