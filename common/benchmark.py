@@ -570,7 +570,7 @@ def run_benchmark(
     _write_csv(out / "tuning.csv", tuning)
     _write_csv(out / "speed.csv", speed_rows_all)
     meta = {
-        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads available, "
+        "machine": f"{_cpu_model()}, {torch.get_num_threads()} torch threads available, "
         f"{threads} used for speed, torch {torch.__version__}",
         "command": command or "restorezoo benchmark",
         "date": time.strftime("%Y-%m-%d"),
@@ -582,6 +582,17 @@ def run_benchmark(
     if readme:
         update_readme(Path(readme), _relink(md, out, Path(readme).resolve().parent))
     return out / "results.md"
+
+
+def _cpu_model() -> str:
+    """The CPU model name (Linux ``/proc/cpuinfo``), else the platform's processor / machine string."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _numeric(row: dict[str, str]) -> dict[str, Any]:
