@@ -137,11 +137,6 @@ class BaselineDenoised(MapTransform):
         return d
 
 
-def baseline_names(params: Mapping[str, Any]) -> Sequence[str]:
-    """The baseline names of a params mapping, in a stable order."""
-    return [n for n in _GRIDS if n in params]
-
-
 def bm4d_seconds(shape: Sequence[int] = (128, 128, 96), sigma: float = 0.1) -> float | None:
     """Seconds BM4D (optional extra) takes on a random volume of ``shape`` (values in [0, 1], noise ``sigma``);
     None when bm4d is not installed."""

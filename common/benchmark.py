@@ -209,6 +209,7 @@ def tune_baselines(
     parser = _parser(bundle, files, {**overrides, "data_split": "validation"})
     items = parser.get_parsed_content("datalist_items")
     report = parser.get_parsed_content(f"handlers#{_first_report_index(parser)}", instantiate=True)
+    metric_kw = report.metric_kwargs()  # the report's own settings
     scores: dict[tuple[str, float, float], list[float]] = defaultdict(list)
     for item in items:
         dose = float(item[task.group_key])
@@ -218,7 +219,7 @@ def tune_baselines(
         for name in task.baselines:
             for param in parameter_grid(name, quick):
                 out = torch.as_tensor(denoise(name, image, param, task.slice_wise))[None]
-                value = _metrics(out, ref, report.metric_kwargs())["psnr"]  # the report's own settings
+                value = _metrics(out, ref, metric_kw)["psnr"]
                 scores[(name, dose, param)].append(value)
     rows = [
         {"baseline": n, task.group_key: d, "param": p, "val_psnr": float(np.mean(v)), "n": len(v)}
