@@ -75,7 +75,7 @@ def load_task(bundle: Path) -> Task:
     return Task(
         group_key=spec["group_key"],
         groups=[float(g) for g in spec["groups"]],
-        baselines=available_baselines() if baselines == "auto" else list(baselines),
+        baselines=available_baselines(bool(spec.get("slice_wise", False))) if baselines == "auto" else list(baselines),
         slice_wise=bool(spec.get("slice_wise", False)),
         panel_window=[float(v) for v in spec["panel_window"]],
         panel_keys=spec.get("panel_keys"),
@@ -197,41 +197,47 @@ def _eval_files(bundle: Path, extra: Sequence[Path]) -> list[Path]:
 
 
 def tune_baselines(
-    bundle: Path, task: Task, files: Sequence[Path], overrides: dict[str, Any], quick: bool = False
+    bundle: Path,
+    task: Task,
+    files: Sequence[Path],
+    overrides: dict[str, Any],
+    quick: bool = False,
+    cache_dir: Path | None = None,
 ) -> tuple[dict[str, dict[float, float]], list[dict[str, Any]]]:
-    """Per baseline and validation dose, the parameter with the best mean PSNR of the bundle's first report.
-    Returns ``({name: {dose: param}}, rows of every tried value)``."""
-    from common.baselines import denoise, parameter_grid
+    """Per baseline and validation dose, the parameter with the best mean PSNR of the bundle's first report
+    (``common.baselines.tune``: a walk on the grid from its start value). Returns ``({name: {dose: param}}, rows
+    of every tried value)``."""
+    from common.baselines import denoise, tune
     from common.io import load_nifti
 
     if not task.baselines:
         return {}, []
     parser = _parser(bundle, files, {**overrides, "data_split": "validation"})
-    items = parser.get_parsed_content("datalist_items")
     report = parser.get_parsed_content(f"handlers#{_first_report_index(parser)}", instantiate=True)
     metric_kw = report.metric_kwargs()  # the report's own settings
-    scores: dict[tuple[str, float, float], list[float]] = defaultdict(list)
-    for item in items:
-        dose = float(item[task.group_key])
+    by_dose: dict[float, list[tuple[np.ndarray, torch.Tensor]]] = defaultdict(list)
+    for item in parser.get_parsed_content("datalist_items"):
         image, _ = load_nifti(item["image"])
         label, _ = load_nifti(item["label"])
-        ref = torch.as_tensor(label)[None]
-        for name in task.baselines:
-            for param in parameter_grid(name, quick):
-                out = torch.as_tensor(denoise(name, image, param, task.slice_wise))[None]
-                value = _metrics(out, ref, metric_kw)["psnr"]
-                scores[(name, dose, param)].append(value)
-    rows = [
-        {"baseline": n, task.group_key: d, "param": p, "val_psnr": float(np.mean(v)), "n": len(v)}
-        for (n, d, p), v in sorted(scores.items())
-    ]
+        by_dose[float(item[task.group_key])].append((image, torch.as_tensor(label)[None]))
+    rows: list[dict[str, Any]] = []
     best: dict[str, dict[float, float]] = defaultdict(dict)
-    best_psnr: dict[tuple[str, float], float] = {}
-    for r in rows:
-        k = (r["baseline"], r[task.group_key])
-        if k not in best_psnr or r["val_psnr"] > best_psnr[k]:
-            best_psnr[k] = r["val_psnr"]
-            best[k[0]][k[1]] = r["param"]
+    for name in task.baselines:
+        for dose, pairs in sorted(by_dose.items()):
+
+            def score(param: float, name: str = name, pairs: list = pairs) -> float:
+                values = []
+                for image, ref in pairs:
+                    out = torch.as_tensor(denoise(name, image, param, task.slice_wise, cache_dir))[None]
+                    values.append(_metrics(out, ref, metric_kw)["psnr"])
+                return float(np.mean(values))
+
+            tried = tune(name, score, quick)
+            rows += [{"baseline": name, task.group_key: dose, "param": p, "val_psnr": v, "n": len(pairs)}
+                     for p, v in sorted(tried.items())]  # fmt: skip
+            best[name][dose] = max(tried, key=tried.__getitem__)
+            logger.info("%s: %s at %s %g tuned to %g (%d values tried)", bundle.name, name, task.group_key, dose,
+                        best[name][dose], len(tried))  # fmt: skip
     return dict(best), rows
 
 
@@ -253,6 +259,7 @@ def evaluate_run(
     overrides: dict[str, Any],
     params: dict[str, dict[float, float]],
     out_dir: Path,
+    cache_dir: Path | None = None,
 ) -> tuple[Path, float]:
     """The bundle's evaluation on the test split with the tuned baselines added; returns (items CSV, seconds)."""
     parser = _parser(bundle, files, {**overrides, "data_split": "test", "output_dir": str(out_dir)})
@@ -266,6 +273,7 @@ def evaluate_run(
                 "params": {n: {str(k): v for k, v in t.items()} for n, t in params.items()},
                 "dose_key": task.group_key,
                 "slice_wise": task.slice_wise,
+                "cache_dir": None if cache_dir is None else str(cache_dir),
             }
         )
     handlers = parser["handlers"]
@@ -547,10 +555,11 @@ def run_benchmark(
                 _train(bundle, ckpt_dir, run, extra, overrides)
             files = _eval_files(bundle, extra)
             run_over["ckpt_path"] = str(ckpt)
-            params, tried = tune_baselines(bundle, task, files, run_over, quick)
+            cache = out / "work" / "baseline_cache"  # shared by the bundles that share the embedded data
+            params, tried = tune_baselines(bundle, task, files, run_over, quick, cache)
             tuning += [{"bundle": bundle.name, "run": name, **t} for t in tried]
             work = out / "work" / bundle.name / name
-            items_csv, seconds = evaluate_run(bundle, task, files, run_over, params, work)
+            items_csv, seconds = evaluate_run(bundle, task, files, run_over, params, work, cache)
             rs = summarize(items_csv, bundle.name, name, task, params)
             for r in rs:
                 r["eval_seconds"] = seconds

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from conftest import BUNDLES, perturbed_weights
 
-from common.baselines import available_baselines, denoise, parameter_grid
+from common.baselines import available_baselines, denoise, noise_sigma, parameter_grid, tune
 from common.benchmark import END, START, load_task, run_benchmark
 
 IDS = [b.name for b in BUNDLES]
@@ -45,6 +45,71 @@ def test_baselines_reduce_noise_and_keep_shape():
             out = denoise(name, noisy, param, slice_wise)
             assert out.shape == noisy.shape and out.dtype == np.float32
             assert np.sqrt(((out - clean) ** 2).mean()) < 0.8 * np.sqrt(((noisy - clean) ** 2).mean()), name
+
+
+def test_tune_walks_to_the_grid_argmax():
+    grid = parameter_grid("nlm")
+    for peak in (grid[0], grid[3], grid[5], grid[-1]):
+        calls = []
+
+        def score(p, peak=peak, calls=calls):
+            calls.append(p)
+            return -abs(math.log(p) - math.log(peak))  # unimodal, maximal at peak
+
+        tried = tune("nlm", score)
+        assert max(tried, key=tried.__getitem__) == peak
+        assert len(calls) == len(set(calls)) < len(grid)  # each value scored once, never the whole grid
+    flat = tune("tv", lambda p: 1.0)  # no improvement either way: the start and both neighbours
+    assert len(flat) == 3
+
+
+def test_noise_sigma_reads_correlated_noise_inside_the_body():
+    import numpy as np
+    from scipy import ndimage
+
+    rng = np.random.default_rng(1)
+    body = np.zeros((64, 64, 32), np.float32)
+    body[8:56, 8:56, 4:28] = 10.0  # flat "body" on a zero background
+    for sigma, corr in ((0.2, 1.0), (1.0, 1.0), (1.0, 0.0)):
+        white = ndimage.gaussian_filter(rng.normal(size=body.shape), corr)  # correlated, like reconstructed noise
+        noise = (white / white.std() * sigma).astype(np.float32)
+        noisy = body + noise * (body > 0)  # no noise outside the body (PET background)
+        assert 0.6 * sigma < noise_sigma(noisy) < 1.25 * sigma, (sigma, corr)
+
+
+def test_denoise_cache_reuses_the_output(tmp_path, monkeypatch):
+    import numpy as np
+
+    import common.baselines as baselines
+
+    x = np.random.default_rng(0).normal(size=(24, 20, 4)).astype(np.float32)
+    first = denoise("gaussian", x, 1.0, True, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("*.npy"))) == 1
+
+    def recompute(*args):
+        raise LookupError("recomputed")
+
+    monkeypatch.setattr(baselines, "_denoise", recompute)
+    np.testing.assert_array_equal(denoise("gaussian", x, 1.0, True, cache_dir=tmp_path), first)
+    for other in ((x + 1, 1.0), (x, 1.5)):  # another input or parameter is another entry
+        with pytest.raises(LookupError):
+            denoise("gaussian", other[0], other[1], True, cache_dir=tmp_path)
+
+
+@pytest.mark.parametrize("name", ["bm3d", "bm4d"])
+def test_optional_bm3d_bm4d(name):
+    """Only where the optional non-commercial extra is installed (``pip install -e ".[baselines]"``)."""
+    import numpy as np
+
+    pytest.importorskip(name)
+    rng = np.random.default_rng(0)
+    clean = np.zeros((40, 40, 8), np.float32)
+    clean[10:30, 10:30] = 20.0
+    noisy = clean + rng.normal(0, 5, clean.shape).astype(np.float32)
+    out = denoise(name, noisy, 1.0, slice_wise=name == "bm3d")
+    assert out.shape == noisy.shape and out.dtype == np.float32
+    assert np.sqrt(((out - clean) ** 2).mean()) < 0.5 * np.sqrt(((noisy - clean) ** 2).mean())
+    assert name in available_baselines(slice_wise=name == "bm3d")
 
 
 def test_tiny_benchmark_all_bundles(export_of, data_cache, tmp_path):
