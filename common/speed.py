@@ -13,7 +13,9 @@ Each measurement runs in a fresh subprocess (``python -m common.speed --child ..
   overlap 0.5) on a 128 x 128 x 96 volume, measured the same way in the same run.
 
 ``overrides`` change config ids for the measurement (e.g. fewer diffusion steps; ``per_volume_factor`` then scales
-the time and FLOPs of one call to a whole volume, stated in the output).
+the time and FLOPs of one call to a whole volume, stated in the output). ``window`` (``{"roi": 48, "overlap": 0.5}``)
+runs the bundle's network and the reference through the same plain Gaussian sliding window instead
+(``benchmarks/inference_speed.py --roi/--overlap``: network against network, without the bundle's ensembles).
 """
 
 from __future__ import annotations
@@ -55,8 +57,9 @@ def measure(
     input_shape: tuple[int, ...] = SHAPE,
     overrides: dict[str, Any] | None = None,
     per_volume_factor: float = 1.0,
+    window: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """One measurement in THIS process: ``kind`` is ``"bundle"`` or ``"reference"``."""
+    """One measurement in THIS process: ``kind`` is ``"bundle"`` or ``"reference"``; ``window``: see the module."""
     import torch
     from monai.bundle import ConfigParser
     from monai.networks.nets import UNet
@@ -90,9 +93,16 @@ def measure(
         name = Path(bundle_dir).name
     else:
         net = UNet(3, 1, 1, (16, 32, 64, 128), (2, 2, 2))
-        inferer = PaddedSlidingWindowInferer(roi_size=64, sw_batch_size=1, overlap=0.5, mode="gaussian")
         x = torch.rand(1, 1, *SHAPE)
         name, per_volume_factor = "MONAI UNet (16,32,64,128) reference", 1.0
+    if kind != "bundle" or window:
+        win = window or {"roi": 64, "overlap": 0.5}
+        inferer = PaddedSlidingWindowInferer(
+            roi_size=int(win["roi"]), sw_batch_size=1, overlap=float(win["overlap"]), mode="gaussian"
+        )
+        if kind == "bundle":  # the plain window calls the network with its conditioning arguments
+            x = x.as_tensor() if hasattr(x, "as_tensor") else x
+            extra = extra_forward_args(meta)
     net.eval()
     params = sum(p.numel() for p in net.parameters())
     with torch.no_grad():
@@ -144,6 +154,7 @@ def speed_rows(
     overrides: dict[str, Any] | None = None,
     per_volume_factor: float = 1.0,
     reference: dict[str, Any] | None = None,
+    window: dict[str, float] | None = None,
 ) -> list[dict[str, Any]]:
     """``[reference row, bundle row]``, each measured in its own subprocess (``reference``: a row measured earlier
     in the same run, reused), plus the matmul peak and the ratios: ``x_reference`` (voxels/s over the reference's)
@@ -155,6 +166,7 @@ def speed_rows(
         "input_shape": list(input_shape),
         "overrides": overrides or {},
         "per_volume_factor": per_volume_factor,
+        "window": window,
     }
     rows = [dict(reference) if reference else _child("reference", job), _child("bundle", job)]
     peak = rows[0].get("matmul_peak_gflops") or matmul_peak_gflops(threads)

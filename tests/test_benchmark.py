@@ -47,6 +47,19 @@ def test_baselines_reduce_noise_and_keep_shape():
             assert np.sqrt(((out - clean) ** 2).mean()) < 0.8 * np.sqrt(((noisy - clean) ** 2).mean()), name
 
 
+def test_nlm_with_small_h_stays_near_its_input():
+    """Regression: passing the noise estimate as scikit-image's ``sigma`` smoothed heavily at every ``h`` (PET NLM
+    fell below its input at the smallest h); the smallest h must leave the input nearly untouched."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    clean = np.zeros((48, 40, 12), np.float32)
+    clean[12:36, 10:30, 2:10] = 20.0
+    noisy = clean + rng.normal(0, 2, clean.shape).astype(np.float32) * (clean > 0)
+    out = denoise("nlm", noisy, parameter_grid("nlm")[0])
+    assert np.sqrt(((out - noisy) ** 2).mean()) < 0.3 * np.sqrt(((noisy - clean) ** 2).mean())
+
+
 def test_tune_walks_to_the_grid_argmax():
     grid = parameter_grid("nlm")
     for peak in (grid[0], grid[3], grid[5], grid[-1]):
@@ -61,6 +74,8 @@ def test_tune_walks_to_the_grid_argmax():
         assert len(calls) == len(set(calls)) < len(grid)  # each value scored once, never the whole grid
     flat = tune("tv", lambda p: 1.0)  # no improvement either way: the start and both neighbours
     assert len(flat) == 3
+    warm = tune("nlm", lambda p: -abs(p - grid[-2]), start=grid[-3])  # warm start next to the optimum
+    assert max(warm, key=warm.__getitem__) == grid[-2] and len(warm) == 3
 
 
 def test_noise_sigma_reads_correlated_noise_inside_the_body():
@@ -176,3 +191,19 @@ def test_tiny_benchmark_all_bundles(export_of, data_cache, tmp_path):
         text = readme.read_text()
         assert "old" not in text and f"### {bundle.name}" in text and text.endswith("## After\n")
     json.loads((tmp_path / "out" / BUNDLES[0].name / "meta.json").read_text())
+
+
+def test_inference_speed_script_plain_window():
+    """benchmarks/inference_speed.py (a thin command line over common.speed): both networks through the same plain
+    window, the bundle's dose vector passed to its network; prints the reference row first."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    cmd = [sys.executable, str(root / "benchmarks" / "inference_speed.py"), "--bundle", "pet_lowdose_film_unet",
+           "--roi", "16", "--overlap", "0.25", "--input-shape", "32", "32", "16", "--repeats", "1"]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=root, check=True).stdout
+    rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [r[0].strip() for r in rows] == ["MONAI UNet (16,32,64,128) reference", "pet_lowdose_film_unet"]
+    assert rows[0][3].strip() == "128x128x96" and rows[1][3].strip() == "32x32x16"
+    assert float(rows[0][6]) == 1.0 and 0 < float(rows[1][6])
