@@ -543,6 +543,7 @@ def run_benchmark(
     tuning: list[dict] = []
     speed_rows_all: list[dict] = []
     tasks: dict[str, Task] = {}
+    cache = out / "work" / "baseline_cache"  # baseline outputs, shared by the bundles that share embedded data
     for bundle in selected:
         task = tasks[bundle.name] = load_task(bundle)
         for run in task.runs:
@@ -557,7 +558,6 @@ def run_benchmark(
                 _train(bundle, ckpt_dir, run, extra, overrides)
             files = _eval_files(bundle, extra)
             run_over["ckpt_path"] = str(ckpt)
-            cache = out / "work" / "baseline_cache"  # shared by the bundles that share the embedded data
             params, tried = tune_baselines(bundle, task, files, run_over, quick, cache)
             tuning += [{"bundle": bundle.name, "run": name, **t} for t in tried]
             work = out / "work" / bundle.name / name
@@ -620,7 +620,7 @@ def _numeric(row: dict[str, str]) -> dict[str, Any]:
     return out
 
 
-def _bm4d_meta(meta: dict[str, Any], speed: bool | list) -> None:
+def _bm4d_meta(meta: dict[str, Any], speed: bool) -> None:
     """BM4D's time on a 128 x 128 x 96 volume (the "1/10 of BM4D's time" target) when the optional extra is
     installed, else a note saying it was not measured."""
     from common.baselines import bm4d_seconds

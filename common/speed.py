@@ -80,17 +80,20 @@ def measure(
         for k, v in (overrides or {}).items():
             parser[k] = v
         net = parser.get_parsed_content("network_def", instantiate=True)
-        inferer = parser.get_parsed_content("inferer", instantiate=True)
         x = torch.rand(1, 1, *input_shape)
         meta = json.loads((configs / "metadata.json").read_text())
-        from common.inferers import ConditionedInferer
-
-        if isinstance(inferer, ConditionedInferer):  # dose-conditioned: the vector rides in the image meta data
-            from monai.data import MetaTensor
-
-            cond = next(iter(extra_forward_args(meta).values()))[0]
-            x = MetaTensor(x, meta={inferer.meta_key: cond})
         name = Path(bundle_dir).name
+        if window:  # the plain window below calls the network with its conditioning arguments
+            extra = extra_forward_args(meta)
+        else:
+            from common.inferers import ConditionedInferer
+
+            inferer = parser.get_parsed_content("inferer", instantiate=True)
+            if isinstance(inferer, ConditionedInferer):  # dose-conditioned: the vector rides in the image meta data
+                from monai.data import MetaTensor
+
+                cond = next(iter(extra_forward_args(meta).values()))[0]
+                x = MetaTensor(x, meta={inferer.meta_key: cond})
     else:
         net = UNet(3, 1, 1, (16, 32, 64, 128), (2, 2, 2))
         x = torch.rand(1, 1, *SHAPE)
@@ -100,9 +103,6 @@ def measure(
         inferer = PaddedSlidingWindowInferer(
             roi_size=int(win["roi"]), sw_batch_size=1, overlap=float(win["overlap"]), mode="gaussian"
         )
-        if kind == "bundle":  # the plain window calls the network with its conditioning arguments
-            x = x.as_tensor() if hasattr(x, "as_tensor") else x
-            extra = extra_forward_args(meta)
     net.eval()
     params = sum(p.numel() for p in net.parameters())
     with torch.no_grad():
