@@ -14,16 +14,19 @@ from monai.bundle import ConfigParser
 
 from common.losses import DistillationLoss, SobelGradientLoss
 from common.networks.nafnet import (
+    TANH_INVERSE_COEFFS,
     NAFAutoencoder,
     NAFBlock,
     NAFStudent,
     StudentWithIntermediates,
     load_teacher_into_student,
+    student_param_groups,
 )
 
 BUNDLE = ROOT / "bundles" / "ct_lowdose_anatomy_distill"
 CONFIGS = BUNDLE / "configs"
 SMALL = dict(width=8, num_blocks=2, latent_channels=64)
+SMALL_TEACHER = dict(SMALL, compensate_tanh=False)  # too narrow for the tanh compensation
 
 
 def _count(m: torch.nn.Module) -> int:
@@ -52,13 +55,38 @@ def test_teacher_starts_as_tanh_of_its_input():
     torch.manual_seed(0)
     x = torch.rand(2, 1, 24, 40) * 2 - 1
     with torch.no_grad():
-        torch.testing.assert_close(NAFAutoencoder(**SMALL)(x), torch.tanh(x))  # lossless through the 1/8 latent
+        torch.testing.assert_close(NAFAutoencoder(**SMALL_TEACHER)(x), torch.tanh(x))  # lossless via the 1/8 latent
         assert not torch.allclose(NAFAutoencoder(identity_start=False, **SMALL)(x), torch.tanh(x))
+
+
+def test_tanh_inverse_polynomial():
+    x = torch.linspace(-1, 1, 2001, dtype=torch.float64)
+    c1, c3, c5, c7 = TANH_INVERSE_COEFFS
+    err = (torch.tanh(x * (c1 + c3 * x**2 + c5 * x**4 + c7 * x**6)) - x).abs()
+    assert err.max() < 0.017 and err[[0, -1]].max() < 0.015  # the clip limits too (air, dense bone)
+    assert (torch.tanh(x) - x).abs().max() > 0.2  # what the plain identity start gives instead
+
+
+def test_teacher_with_tanh_compensation_starts_as_the_identity():
+    """Default teacher: every pixel leaves the decoder blocks as p(x) with tanh(p(x)) ~ x, for any image content
+    (the LayerNorms see a constant channel that pins their sigma), and training can still move every block."""
+    torch.manual_seed(0)
+    net = NAFAutoencoder(width=32, num_blocks=4, latent_channels=64).eval()
+    x = torch.cat([torch.rand(2, 1, 32, 48) * 2 - 1, torch.full((1, 1, 32, 48), -1.0), torch.zeros(1, 1, 32, 48)])
+    x[3, :, 8:24, 8:24] = 1.0  # bone block in soft tissue
+    with torch.no_grad():
+        y = net(x)
+    assert (y - x).abs().max() < 0.02
+    plain = NAFAutoencoder(width=32, num_blocks=4, latent_channels=64, compensate_tanh=False).eval()
+    with torch.no_grad():
+        assert (plain(x) - x).abs().max() > 0.2
+    with pytest.raises(ValueError, match="tanh compensation needs"):
+        NAFAutoencoder(**SMALL)  # width 8: 64 body channels < 3 * 64 + 2
 
 
 def test_student_starts_as_teacher_and_dose_conditions_after_training():
     torch.manual_seed(0)
-    teacher = NAFAutoencoder(**SMALL).eval()
+    teacher = NAFAutoencoder(**SMALL_TEACHER).eval()
     student = load_teacher_into_student(NAFStudent(**SMALL), teacher).eval()
     x = torch.rand(2, 1, 16, 24) * 2 - 1
     with torch.no_grad():
@@ -73,6 +101,18 @@ def test_student_starts_as_teacher_and_dose_conditions_after_training():
         student(x)
     with pytest.raises(ValueError, match="multiple of 8"):
         student(torch.rand(1, 1, 12, 16), torch.ones(1, 1))
+
+
+def test_student_param_groups_split_the_carrying_path():
+    student = load_teacher_into_student(NAFStudent(**SMALL), NAFAutoencoder(**SMALL_TEACHER))
+    body, carry = student_param_groups(student, 5e-4, 0.05)
+    assert body["lr"] == 5e-4 and carry["lr"] == pytest.approx(2.5e-5)
+    ids = {id(p) for g in (body, carry) for p in g["params"]}
+    assert ids == {id(p) for p in student.encoder.parameters()}  # every encoder weight once, no decoder weight
+    assert len(ids) == len(body["params"]) + len(carry["params"])
+    assert any(p is student.encoder.intro.weight for p in carry["params"])
+    assert any(p is student.encoder.blocks[0].sft.proj.weight for p in body["params"])
+    assert any(p is student.encoder.embed.mlp[0].weight for p in body["params"])
 
 
 def test_no_dose_ablation_ignores_the_dose():
@@ -97,7 +137,7 @@ def test_sobel_gradient_loss():
 
 def test_distillation_loss_terms_and_frozen_teacher():
     torch.manual_seed(0)
-    teacher = NAFAutoencoder(**SMALL)
+    teacher = NAFAutoencoder(**SMALL_TEACHER)
     student = load_teacher_into_student(NAFStudent(**SMALL), teacher)
     loss = DistillationLoss(teacher.encoder).train()
     assert not teacher.encoder.training and not any(p.requires_grad for p in teacher.encoder.parameters())

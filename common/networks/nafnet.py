@@ -39,7 +39,9 @@ __all__ = [
     "NAFStudent",
     "SimpleGate",
     "StudentWithIntermediates",
+    "TANH_INVERSE_COEFFS",
     "load_teacher_into_student",
+    "student_param_groups",
 ]
 
 
@@ -237,13 +239,18 @@ def _copy_channels_init(conv: nn.Conv2d, n: int) -> None:
         conv.weight[i, i, k, k] = 1.0
 
 
-def identity_init(encoder: NAFEncoder, decoder: NAFDecoder) -> None:
+def identity_init(encoder: NAFEncoder, decoder: NAFDecoder, compensate_tanh: bool = False) -> None:
     """Initialise encoder + decoder so that the autoencoder starts as ``tanh(x)`` (our addition, for short CPU
     schedules): input channel 0 is carried losslessly through the three stride-2 convs by exact space-to-depth
     (1 -> 4 -> 16 -> 64 channels, all within the layers' widths), copied through the 1x1 convs (NAFBlocks start as
     the identity anyway) and restored by exact depth-to-space in the transposed convs; every other channel keeps its
     random initialisation and joins in as training proceeds. Needs ``width >= 1``, ``8 * width >= 64`` and
-    ``latent_channels >= 64``."""
+    ``latent_channels >= 64``.
+
+    ``compensate_tanh``: also set the first four decoder blocks to map each carried pixel ``x`` to an odd polynomial
+    with ``tanh(p(x)) ~ x`` (:func:`_tanh_compensation_init`, :data:`TANH_INVERSE_COEFFS`), so the autoencoder starts
+    as the identity within 0.016 on [-1, 1] (46 dB on CT in the [-1000, 1000] HU window, against 22 dB for
+    ``tanh(x)``). Needs ``8 * width >= 194`` and ``num_blocks >= 4``."""
     body = encoder.down3.out_channels
     if encoder.intro.in_channels != 1 or body < 64 or encoder.to_latent.out_channels < 64:
         raise ValueError("identity_init needs 1 input channel, width >= 8 and latent_channels >= 64")
@@ -260,6 +267,74 @@ def identity_init(encoder: NAFEncoder, decoder: NAFDecoder) -> None:
     _depth_to_space_init(decoder.up[1], 4)
     _depth_to_space_init(decoder.up[2], 1)
     _copy_channels_init(decoder.out, 1)
+    if compensate_tanh:
+        with torch.no_grad():  # latent = the carried pixels + zeros, so the decoder's structured rows see only the
+            encoder.to_latent.weight[64:].zero_()  # pixels at the start (the other latent channels grow from 0
+            encoder.to_latent.bias[64:].zero_()  # as training proceeds)
+        _tanh_compensation_init(decoder, 64, TANH_INVERSE_COEFFS)
+
+
+# Odd polynomial p(x) = c1 x + c3 x^3 + c5 x^5 + c7 x^7 with tanh(p(x)) ~ x on [-1, 1]: least squares on a uniform
+# 2001-point grid of [-1, 1] plus weight 0.1 on each clip limit x = -1, +1 (CT air and dense bone sit there after the
+# HU window); max |tanh(p(x)) - x| = 0.016 on the grid (tests/test_anatomy_distill.py checks it).
+TANH_INVERSE_COEFFS: tuple[float, float, float, float] = (0.9499, 1.1271, -2.6999, 3.0908)
+
+
+def _pair_row(conv4: nn.Conv2d, row: int, channel: int | None, scale: float, zero: int) -> None:
+    """Make ``conv4`` output ``row`` read ``scale * y[channel]`` from a LayerNorm'd input (``channel`` None: the
+    constant 1). ``LN(y)_c - LN(y)_zero = y_c / sigma``: the exactly-zero channel ``zero`` cancels the mean, and
+    ``scale`` holds the nominal ``sigma``."""
+    conv4.weight[row].zero_()
+    conv4.bias[row] = 1.0 if channel is None else 0.0
+    if channel is not None:
+        conv4.weight[row, channel] = scale
+        conv4.weight[row, zero] = -scale
+
+
+@torch.no_grad()
+def _tanh_compensation_init(decoder: NAFDecoder, n: int, coeffs: tuple[float, ...], big: float = 1000.0) -> None:
+    """Set the decoder's first four NAFBlocks (FFN branches) so that the ``n`` carried pixel channels ``x`` become
+    ``p(x) = x (c1 + c3 x^2 + c5 x^4 + c7 x^6)`` before the (linear) up-sampling path, so the teacher starts as
+    ``tanh(p(x)) ~ x`` instead of ``tanh(x)``.
+
+    Channel layout of the decoder body (width ``C >= 3 n + 2``): ``x`` = ``[0, n)``, ``u`` = ``[n, 2n)``, ``v`` =
+    ``[2n, 3n)``, a constant ``big`` at ``3n`` (makes every LayerNorm's sigma nearly data-independent, so the
+    per-pixel products are polynomials of the pixel values within 0.2 %), an exactly-zero channel at ``3n + 1``.
+    FFN of block 0: ``u += x^2``; block 1: ``v += u^2``; block 2: ``u += c1 + (c3 - 1) u + c5 v + c7 u v``
+    (``u`` becomes ``q(x^2)``); block 3: ``x += x u - x`` and the constant channel ``-= big`` (exactly 0 after it, so
+    no weight outside the four blocks multiplies it: one Adam step on such a weight would move the output by
+    ``lr * big``). SimpleGate products of two 1x1 rows of the normalised input give the quadratic terms, a constant
+    row (bias only) the linear ones. Only those channels get ``gamma = 1`` (the other channels and the ``beta``
+    branches stay as initialised: identity)."""
+    body = decoder.from_latent.out_channels
+    if body < 3 * n + 2 or len(decoder.blocks) < 4:
+        raise ValueError(f"tanh compensation needs >= {3 * n + 2} body channels and >= 4 decoder blocks")
+    xs, us, vs, k, z = range(0, n), range(n, 2 * n), range(2 * n, 3 * n), 3 * n, 3 * n + 1
+    decoder.from_latent.weight[n : 3 * n + 2].zero_()
+    decoder.from_latent.bias[n : 3 * n + 2].zero_()
+    decoder.from_latent.bias[k] = big
+    sigma = big * (body - 1) ** 0.5 / body  # LayerNorm sigma with every channel but the constant at 0
+    c1, c3, c5, c7 = coeffs
+
+    def products(block: NAFBlock, target: range, terms: list[tuple[range | None, range | None, float]], bias: float):
+        # target[i] += bias + sum(w * a[i] * b[i]) (a, b None = the constant 1)
+        conv4, conv5, half = block.conv4, block.conv5, block.conv4.out_channels // 2
+        conv5.weight[target.start : target.stop] = 0.0
+        conv5.bias[target.start : target.stop] = bias
+        for t, (a, b, w) in enumerate(terms):
+            for i, ch in enumerate(target):
+                pair = t * n + i
+                _pair_row(conv4, pair, None if a is None else a[i], sigma, z)
+                _pair_row(conv4, half + pair, None if b is None else b[i], sigma, z)
+                conv5.weight[ch, pair] = w
+        block.gamma[0, target.start : target.stop] = 1.0
+
+    blocks = decoder.blocks
+    products(blocks[0], us, [(xs, xs, 1.0)], 0.0)
+    products(blocks[1], vs, [(us, us, 1.0)], 0.0)
+    products(blocks[2], us, [(us, vs, c7), (us, None, c3 - 1.0), (vs, None, c5)], c1)
+    products(blocks[3], xs, [(xs, us, 1.0), (xs, None, -1.0)], 0.0)
+    products(blocks[3], range(k, k + 1), [], -big)  # and removes the constant: the up-sampling path never sees it
 
 
 def _check_multiple_of_8(x: torch.Tensor) -> None:
@@ -271,6 +346,8 @@ class NAFAutoencoder(nn.Module):
     """The teacher: :class:`NAFEncoder` + :class:`NAFDecoder`, trained on normal-dose images only.
 
     ``identity_start``: start as ``tanh(x)`` (:func:`identity_init`); False = plain random initialisation.
+    ``compensate_tanh`` (with ``identity_start``): start as ``tanh(p(x)) ~ x`` instead (needs ``width >= 25`` and
+    ``num_blocks >= 4``).
 
     ``forward(x)``: ``(B, 1, H, W)`` in [-1, 1] -> reconstruction of the same shape in [-1, 1].
     """
@@ -282,12 +359,13 @@ class NAFAutoencoder(nn.Module):
         num_blocks: int = 8,
         latent_channels: int = 512,
         identity_start: bool = True,
+        compensate_tanh: bool = True,
     ) -> None:
         super().__init__()
         self.encoder = NAFEncoder(in_channels, width, num_blocks, latent_channels)
         self.decoder = NAFDecoder(in_channels, width, num_blocks, latent_channels)
         if require_bool(identity_start, "identity_start"):
-            identity_init(self.encoder, self.decoder)
+            identity_init(self.encoder, self.decoder, require_bool(compensate_tanh, "compensate_tanh"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_multiple_of_8(x)
@@ -343,6 +421,20 @@ class StudentWithIntermediates(nn.Module):
     ) -> dict[str, torch.Tensor | list[torch.Tensor]]:
         z, feats = self.student.encode(x, dose)
         return {"pred": self.student.decoder(z), "latent": z, "features": feats}
+
+
+def student_param_groups(student: NAFStudent, lr: float, carry_lr_scale: float = 1.0) -> list[dict]:
+    """Optimiser parameter groups for a student: the NAFBlocks, their SFT layers and the dose MLP at ``lr``; the
+    encoder's carrying path (intro / stride-2 convs / 1x1 to the latent, which start as an exact space-to-depth of
+    the image) at ``lr * carry_lr_scale``. Frozen parameters (the teacher's decoder) are left out. Why: the student
+    starts as the teacher, within 0.02 of the identity, and Adam's first steps move every weight by about ``lr``,
+    which knocks it off that start; a lower rate on the carrying path kept it closer (validation numbers in the
+    bundle's docs/README.md)."""
+    body, carry = [], []
+    for name, p in student.encoder.named_parameters():
+        if p.requires_grad:
+            (body if name.startswith(("blocks.", "embed.")) else carry).append(p)
+    return [{"params": body, "lr": lr}, {"params": carry, "lr": lr * carry_lr_scale}]
 
 
 def load_teacher_into_student(student: NAFStudent, teacher: NAFAutoencoder, freeze_decoder: bool = True) -> NAFStudent:
