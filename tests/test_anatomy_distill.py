@@ -231,3 +231,27 @@ def test_config_dose_switch_builds_the_ablation():
     parser["dose_conditioned"] = False
     net = parser.get_parsed_content("network_def")
     assert net.encoder.embed is None
+
+
+def test_error_by_region_script_splits_the_mse():
+    """The error split of scripts/error_by_region.py: the regions partition the volume, the columns add up to the
+    MSE, and an error placed outside the body lands in that column only."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("error_by_region", BUNDLE / "scripts" / "error_by_region.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    ref = np.full((40, 40, 3), -1000.0)
+    ref[10:30, 10:30] = 40.0
+    ref[18:22, 18:22] = 900.0  # bone insert: edges inside the body
+    masks = mod.regions(ref)
+    assert sum(m.astype(int) for m in masks.values()).max() == 1 and sum(m.sum() for m in masks.values()) == ref.size
+    out = ref.copy()
+    out[:5] += 100.0  # error only outside the body
+    inp = ref + np.random.default_rng(0).normal(0, 20, ref.shape)
+    res = mod.split_error([(inp, out, ref)])
+    assert res["edge"]["output"] == 0.0 and res["inside"]["output"] == 0.0 and res["outside"]["output"] > 0
+    mse_in = float((((np.clip(inp, -1000, 1000) - ref) / 2000) ** 2).mean())
+    assert sum(r["input"] for r in res.values()) == pytest.approx(mse_in, rel=1e-9)
+    with pytest.raises(ValueError, match="shapes differ"):
+        mod.split_error([(inp, out[:-1], ref)])
