@@ -69,7 +69,7 @@ def test_tanh_inverse_polynomial():
 
 def test_teacher_with_tanh_compensation_starts_as_the_identity():
     """Default teacher: every pixel leaves the decoder blocks as p(x) with tanh(p(x)) ~ x, for any image content
-    (the LayerNorms see a constant channel that pins their sigma), and training can still move every block."""
+    (the LayerNorms see a constant channel that pins their sigma); too narrow a network is refused."""
     torch.manual_seed(0)
     net = NAFAutoencoder(width=32, num_blocks=4, latent_channels=64).eval()
     x = torch.cat([torch.rand(2, 1, 32, 48) * 2 - 1, torch.full((1, 1, 32, 48), -1.0), torch.zeros(1, 1, 32, 48)])

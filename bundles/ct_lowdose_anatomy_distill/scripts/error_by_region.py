@@ -6,9 +6,9 @@ body, for the input and the output of every test item of a dose.
 
 Outputs are read as ``<outputs>/<volume_id>_dose<percent>_denoised.nii.gz`` (the inference config's naming).
 Intensities: HU clipped to [-1000, 1000], errors on [0, 1]-normalised HU (HU / 2000), as in evaluate.yaml. Regions
-(from the normal-dose reference): body = per-slice filled mask of reference > -500 HU; edge = in-plane reference
-gradient > 100 HU per pixel. Each region's sum of squared errors is divided by the number of ALL voxels, so the three
-columns add up to the MSE (printed x 1e-6).
+(from the normal-dose reference): body = ``common.transforms.body_mask`` (reference > -500 HU, holes filled per
+slice, largest component); edge = in-plane reference gradient > 100 HU per pixel. Each region's sum of squared errors
+is divided by the number of ALL voxels, so the three columns add up to the MSE (printed x 1e-6).
 """
 
 from __future__ import annotations
@@ -19,14 +19,15 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from scipy import ndimage
+
+from common.transforms import body_mask
 
 REGIONS = ("outside", "edge", "inside")
 
 
 def regions(reference_hu: np.ndarray) -> dict[str, np.ndarray]:
     """Masks of a reference volume ``(X, Y, Z)`` in HU: outside the body, body edges, rest of the body."""
-    body = ndimage.binary_fill_holes(reference_hu > -500, structure=np.ones((3, 3, 1), bool))
+    body = body_mask(reference_hu)
     edge = np.hypot(*np.gradient(reference_hu, axis=(0, 1))) > 100
     return {"outside": ~body, "edge": body & edge, "inside": body & ~edge}
 
