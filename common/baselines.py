@@ -12,8 +12,8 @@ are relative, so one grid serves CT and PET:
 - ``bm3d`` / ``bm4d``: the noise sigma passed to them as a multiple of that estimate.
 
 ``tune`` searches a parameter's grid from a central start value towards the better neighbour until the score drops
-(assuming the validation PSNR is unimodal in the parameter;
-every tried value is reported), so the expensive filters run on a few grid values only.
+(assuming the validation PSNR is unimodal in the parameter; every tried value is reported), so the expensive
+filters run on a few grid values only.
 ``available_baselines`` gives BM3D (2D) to slice-wise bundles and BM4D (3D) to volumetric ones. ``denoise(...,
 cache_dir=)`` keeps each output on disk, keyed by the input's bytes, so bundles sharing the embedded data (the two
 CT bundles, the two PET bundles) filter each volume once.
