@@ -310,9 +310,10 @@ def _tanh_compensation_init(decoder: NAFDecoder, n: int, coeffs: tuple[float, ..
     carried pixel channels ``x`` become ``p(x) = x q(x^2)``, ``q(u) = sum_k coeffs[k] u^k``, before the (linear)
     up-sampling path, so the teacher starts as ``tanh(p(x)) ~ x`` instead of ``tanh(x)``.
 
-    Channel layout of the decoder body (width ``C >= 3 n + 2``): ``x`` = ``[0, n)``, ``u`` = ``[n, 2n)``, ``v`` =
-    ``[2n, 3n)``, a constant ``big`` at ``3n`` (makes every LayerNorm's sigma data-independent within ~1e-6
-    relative, so the per-pixel products are polynomials of the pixel values), an exactly-zero channel at ``3n + 1``.
+    Channel layout of the decoder body (width ``C >= 4 n``: the last block needs ``4 n`` of its ``C`` SimpleGate
+    pairs): ``x`` = ``[0, n)``, ``u`` = ``[n, 2n)``, ``v`` = ``[2n, 3n)``, a constant ``big`` at ``3n`` (makes every
+    LayerNorm's sigma data-independent within ~1e-6 relative, so the per-pixel products are polynomials of the pixel
+    values), an exactly-zero channel at ``3n + 1``. The default width 32 gives ``C = 256 = 4 * 64``.
     FFN of block 0: ``u += x^2``; block 1: ``v += a_m u + a_(m-1)``; blocks 2 .. m: ``v += v u - v + a_k`` (Horner,
     ``k = m - 2 .. 0``: ``v`` becomes ``q(x^2)``); block m + 1: ``x += x v - x`` and the constant channel ``-= big``
     (exactly 0 after it, so no weight outside these blocks multiplies it: one Adam step on such a weight would move
