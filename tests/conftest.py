@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -26,6 +27,14 @@ def pytest_configure(config):
 def data_cache(tmp_path_factory) -> Path:
     """One phantom-data cache for the whole session (bundles' smoke runs generate tiny data into it)."""
     return tmp_path_factory.mktemp("phantom_cache")
+
+
+def load_script(path: Path):
+    """Import a bundle's stand-alone script (``bundles/<name>/scripts/<file>.py``, not a package) as a module."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def run_bundle(args: list[str], cwd: Path = ROOT, timeout: int = 900) -> subprocess.CompletedProcess:

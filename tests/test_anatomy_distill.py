@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, run_bundle, run_bundle_failing
+from conftest import ROOT, load_script, run_bundle, run_bundle_failing
 from monai.bundle import ConfigParser
 
 from common.losses import DistillationLoss, L1SSIMLoss, SobelGradientLoss
@@ -286,11 +286,7 @@ def test_config_dose_switch_builds_the_ablation():
 def test_error_by_region_script_splits_the_mse():
     """The error split of scripts/error_by_region.py: the regions partition the volume, the columns add up to the
     MSE, and an error placed outside the body lands in that column only."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("error_by_region", BUNDLE / "scripts" / "error_by_region.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script(BUNDLE / "scripts" / "error_by_region.py")
     ref = np.full((40, 40, 3), -1000.0)
     ref[10:30, 10:30] = 40.0
     ref[18:22, 18:22] = 900.0  # bone insert: edges inside the body
@@ -309,17 +305,9 @@ def test_error_by_region_script_splits_the_mse():
 
 def test_teacher_reconstruction_script_measures_the_start():
     """scripts/teacher_reconstruction.py: the untrained default teacher reconstructs a phantom with air, soft tissue
-    and bone within a few HU in every region (the tanh-compensated identity start), the plain tanh(x) start does not,
-    """
-    import importlib.util
-    import sys
-
-    sys.path.insert(0, str(BUNDLE / "scripts"))
-    spec = importlib.util.spec_from_file_location(
-        "teacher_reconstruction", BUNDLE / "scripts" / "teacher_reconstruction.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    and bone within a few HU in every region (the tanh-compensated identity start); the plain tanh(x) start does
+    not."""
+    mod = load_script(BUNDLE / "scripts" / "teacher_reconstruction.py")
     ref = np.full((64, 64, 3), -1000.0)
     ref[8:56, 8:56] = -950.0 + 30 * np.random.default_rng(0).standard_normal((48, 48, 3))  # low-contrast background
     ref[16:48, 16:48] = 40.0

@@ -219,18 +219,11 @@ def test_sample_count_study_script_measures_the_samples_and_the_one_step_estimat
     """scripts/sample_count_study.py with the bundle's inference.yaml: a residual oracle (it predicts the v whose x0 is
     the true residual k (full - low)) gives the full dose from one step and from every sample mean, far above the
     noisy input; a network whose prediction depends on the initial noise gives samples that spread."""
-    import importlib.util
-    from pathlib import Path
-
     import numpy as np
+    from conftest import ROOT, load_script
     from monai.bundle import ConfigParser
 
-    script = (
-        Path(__file__).resolve().parents[1] / "bundles" / "pet_lowdose_ddpm3d" / "scripts" / "sample_count_study.py"
-    )
-    spec = importlib.util.spec_from_file_location("sample_count_study", script)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script(ROOT / "bundles" / "pet_lowdose_ddpm3d" / "scripts" / "sample_count_study.py")
     parser = ConfigParser()
     parser.read_config(str(mod.CONFIG))
     parser["roi_size"] = [16, 16, 16]

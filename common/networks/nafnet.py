@@ -452,9 +452,9 @@ def student_param_groups(student: NAFStudent, lr: float, carry_lr_scale: float =
     """Optimiser parameter groups for a student: the NAFBlocks, their SFT layers and the dose MLP at ``lr``; the
     encoder's carrying path (intro / stride-2 convs / 1x1 to the latent, which start as an exact space-to-depth of
     the image) at ``lr * carry_lr_scale``. Frozen parameters (the teacher's decoder) are left out. Why: the student
-    starts as the teacher, within 0.02 of the identity, and Adam's first steps move every weight by about ``lr``,
-    which knocks it off that start; a lower rate on the carrying path kept it closer (validation numbers in the
-    bundle's docs/README.md)."""
+    starts as the teacher, near the identity (within 0.0075 on [-1, 1] by default), and Adam's first steps move
+    every weight by about ``lr``, which knocks it off that start; a lower rate on the carrying path kept it closer
+    (validation numbers in the bundle's docs/README.md)."""
     body, carry = [], []
     for name, p in student.encoder.named_parameters():
         if p.requires_grad:

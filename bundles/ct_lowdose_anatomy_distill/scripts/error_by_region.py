@@ -17,9 +17,10 @@ import argparse
 import json
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
+from common.datalist import select_items
+from common.io.nifti import load_nifti
 from common.transforms import body_mask
 
 REGIONS = ("outside", "edge", "inside")
@@ -51,9 +52,8 @@ def split_error(pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict[
 
 
 def _load(path: Path) -> np.ndarray:
-    if not path.is_file():
-        raise SystemExit(f"{path}: missing")
-    return np.asarray(nib.load(str(path)).get_fdata(), dtype=np.float64)
+    """A volume in HU as float64; a missing, corrupt or non-finite file is an error naming it."""
+    return load_nifti(path, check_finite=True)[0].astype(np.float64)
 
 
 def main() -> None:
@@ -68,9 +68,7 @@ def main() -> None:
     print("| dose | " + " | ".join(f"{r}: fraction, input -> output (x 1e-6)" for r in REGIONS) + " |")
     print("|---|" + "---|" * len(REGIONS))
     for dose in a.doses:
-        chosen = [it for it in items if abs(float(it["dose"]) - dose) < 1e-6]
-        if not chosen:
-            raise SystemExit(f"{a.datalist}: no {a.split} item at dose {dose}")
+        chosen = select_items(items, "dose", [dose], str(a.datalist))
         pairs = [
             (
                 _load(root / it["image"]),

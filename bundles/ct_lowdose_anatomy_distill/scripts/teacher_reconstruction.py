@@ -17,11 +17,12 @@ import json
 import sys
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import torch
 
-from common.bundle_utils import load_weights, require_file
+from common.bundle_utils import load_weights
+from common.datalist import reference_items
+from common.io.nifti import load_nifti
 from common.networks.nafnet import NAFAutoencoder
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -61,12 +62,9 @@ def main() -> None:
     net = NAFAutoencoder().eval()
     if a.checkpoint is not None:
         load_weights(net, str(a.checkpoint), "teacher weights")
-    items = json.loads(a.datalist.read_text())[a.split]
     pairs = []
-    for label in sorted({it["label"] for it in items}):
-        path = a.datalist.parent / label
-        require_file(path, "normal-dose reference")
-        ref = np.asarray(nib.load(str(path)).get_fdata(), dtype=np.float64)
+    for item in reference_items(json.loads(a.datalist.read_text())[a.split]):
+        ref = load_nifti(a.datalist.parent / item["image"], check_finite=True)[0].astype(np.float64)
         pairs.append((reconstruct(net, ref), ref))
     res = summarise(pairs)
     what = a.checkpoint or "untrained default initialisation"

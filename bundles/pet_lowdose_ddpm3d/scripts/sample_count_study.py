@@ -20,13 +20,14 @@ import argparse
 import json
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import torch
 from monai.bundle import ConfigParser
 
-from common.bundle_utils import load_weights, require_file
+from common.bundle_utils import load_weights
+from common.datalist import select_items
 from common.diffusion_inferer import DiffusionSamplingInferer
+from common.io.nifti import load_nifti
 from common.metrics import psnr, reference_max
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "inference.yaml"
@@ -94,17 +95,14 @@ def main() -> None:
     parser = ConfigParser()
     parser.read_config(str(CONFIG))
     net = load_weights(parser.get_parsed_content("network_def").eval(), str(a.checkpoint), "DDPM weights")
-    items = [it for it in json.loads(a.datalist.read_text())[a.split] if abs(float(it["drf"]) - a.drf) < 1e-6]
-    if not items:
-        raise SystemExit(f"{a.datalist}: no {a.split} item at DRF {a.drf:g}")
+    items = select_items(json.loads(a.datalist.read_text())[a.split], "drf", [a.drf], str(a.datalist))
     rows = []
     for it in items:
-        vols = []
-        for key in ("image", "label"):
-            path = a.datalist.parent / it[key]
-            require_file(path, key)
-            vols.append(np.asarray(nib.load(str(path)).get_fdata(), dtype=np.float64))
-        res = study(net, parser, vols[0], vols[1], a.samples, a.steps)
+        low, full = (
+            load_nifti(a.datalist.parent / it[key], check_finite=True)[0].astype(np.float64)
+            for key in ("image", "label")
+        )
+        res = study(net, parser, low, full, a.samples, a.steps)
         rows.append(res)
         print(Path(it["image"]).name, {k: round(v, 3) for k, v in res.items()}, flush=True)
     keys = list(rows[0])
