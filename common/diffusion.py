@@ -29,8 +29,58 @@ __all__ = [
     "ddim_step",
     "ddim_timestep_pairs",
     "denoise_input",
+    "condition_input",
+    "image_to_residual",
+    "residual_std_map",
+    "residual_to_image",
     "v_target",
 ]
+
+RESIDUAL_NORMS = (None, "sqrt")
+
+
+def residual_std_map(condition: torch.Tensor, floor: float = 0.003) -> torch.Tensor:
+    """Per-voxel noise-scale map of a count image, ``sqrt(max((c + 1) / 2, floor))``, same shape as ``condition``.
+
+    ``condition`` is in network units ``c = 2 SUV / suv_max - 1``, so ``(c + 1) / 2 = SUV / suv_max`` in ``[0, 1]``.
+    Count noise has variance proportional to the activity, so ``(full - low) / map`` has about the same amplitude
+    in a lung (SUV 0.3) and a bladder (SUV 20) voxel at a given dose (a variance-stabilising scaling of the
+    residual; the bundle README gives the measured residual std by activity band). ``floor`` (a fraction of
+    ``suv_max``) keeps the background finite."""
+    return ((condition + 1) * 0.5).clamp_min(float(floor)).sqrt()
+
+
+def image_to_residual(
+    image: torch.Tensor, condition: torch.Tensor, scale: float, norm: str | None = None, floor: float = 0.003
+) -> torch.Tensor:
+    """The diffused variable of residual diffusion: ``scale * (image - condition)``, divided by
+    :func:`residual_std_map` of the condition when ``norm == "sqrt"``. Network units; shapes ``(B, 1, *S)``."""
+    r = scale * (image - condition)
+    return r / residual_std_map(condition, floor) if norm == "sqrt" else r
+
+
+def residual_to_image(
+    residual: torch.Tensor, condition: torch.Tensor, scale: float, norm: str | None = None, floor: float = 0.003
+) -> torch.Tensor:
+    """Inverse of :func:`image_to_residual`: ``condition + residual * map / scale``. Affine in ``residual`` for a
+    given condition, so the mean of samples maps to the mean image and their std to ``std * map / scale``."""
+    if norm == "sqrt":
+        residual = residual * residual_std_map(condition, floor)
+    return condition + residual / scale
+
+
+def condition_input(
+    condition: torch.Tensor, scale: float | None = None, sqrt: bool = False, floor: float = 0.003
+) -> torch.Tensor:
+    """The condition as the network sees it: unchanged, or (``sqrt``) ``2 scale residual_std_map(condition)``, i.e.
+    ``2 k sqrt(SUV / suv_max)``: variance-stabilised, so its count noise has about the residual's amplitude (the
+    residual is ``~ k (sqrt-domain full - sqrt-domain low)`` to first order) in every activity band, instead of
+    1/40 of the ``x_t`` channel's unit noise in network units. Shape unchanged ``(B, 1, *S)``."""
+    if not sqrt:
+        return condition
+    if scale is None:
+        raise ValueError("condition_sqrt needs residual diffusion (a residual_scale)")
+    return 2.0 * float(scale) * residual_std_map(condition, floor)
 
 
 def v_target(
@@ -55,6 +105,11 @@ class ConcatDiffusionPrepareBatch(DiffusionPrepareBatch):
         residual_scale: None: the diffused variable is the clean image. A number ``k``: it is the residual
             ``k * (clean - condition)`` (residual diffusion: the chain only has to generate what the low-dose image
             lacks, a signal of small amplitude that ``k`` brings to about unit scale); the sampler adds it back.
+        residual_norm: None, or ``"sqrt"``: the residual is divided by :func:`residual_std_map` of the condition
+            (count noise grows with activity; the network's GroupNorms make its output amplitude blind to it).
+        residual_floor: ``floor`` of :func:`residual_std_map`.
+        condition_sqrt: feed the condition to the network as :func:`condition_input` (the residual is still
+            computed from the condition in network units).
     """
 
     def __init__(
@@ -65,8 +120,21 @@ class ConcatDiffusionPrepareBatch(DiffusionPrepareBatch):
         prediction_type: str = "epsilon",
         alphas_cumprod: torch.Tensor | None = None,
         residual_scale: float | None = None,
+        residual_norm: str | None = None,
+        residual_floor: float = 0.003,
+        condition_sqrt: bool = False,
     ) -> None:
         super().__init__(num_train_timesteps, condition_name)
+        if condition_sqrt and residual_scale is None:
+            raise ValueError("condition_sqrt needs residual diffusion (a residual_scale)")
+        self.condition_sqrt = bool(condition_sqrt)
+        if residual_norm not in RESIDUAL_NORMS:
+            raise ValueError(f"residual_norm must be one of {RESIDUAL_NORMS}, got {residual_norm!r}")
+        if residual_norm is not None and residual_scale is None:
+            raise ValueError("residual_norm needs residual diffusion (a residual_scale)")
+        if not residual_floor > 0:
+            raise ValueError(f"residual_floor must be > 0, got {residual_floor}")
+        self.residual_norm, self.residual_floor = residual_norm, float(residual_floor)
         self.residual_scale = None if residual_scale is None else float(residual_scale)
         if prediction_type not in ("epsilon", "v_prediction"):
             raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', got {prediction_type!r}")
@@ -93,11 +161,17 @@ class ConcatDiffusionPrepareBatch(DiffusionPrepareBatch):
         images = batchdata[self.image_name].to(device, non_blocking=non_blocking)
         condition = batchdata[self.condition_name].to(device, non_blocking=non_blocking)
         if self.residual_scale is not None:
-            images = self.residual_scale * (images - condition)
+            images = image_to_residual(images, condition, self.residual_scale, self.residual_norm, self.residual_floor)
         noise = self.get_noise(images)
         timesteps = self.get_timesteps(images)
         target = self.get_target(images, noise, timesteps)
-        return images, target, (), {"noise": noise, "timesteps": timesteps, "condition": condition, "mode": "concat"}
+        net_condition = condition_input(condition, self.residual_scale, self.condition_sqrt, self.residual_floor)
+        return (
+            images,
+            target,
+            (),
+            {"noise": noise, "timesteps": timesteps, "condition": net_condition, "mode": "concat"},
+        )
 
 
 def denoise_input(x_t: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,14 @@ from monai.inferers import Inferer
 from monai.networks.schedulers import DDPMScheduler
 from monai.utils import convert_to_dst_type
 
-from common.diffusion import ddim_step, ddim_timestep_pairs, denoise_input
+from common.diffusion import (
+    RESIDUAL_NORMS,
+    condition_input,
+    ddim_step,
+    ddim_timestep_pairs,
+    denoise_input,
+    residual_to_image,
+)
 from common.inferers import PaddedSlidingWindowInferer
 
 __all__ = ["DiffusionSamplingInferer"]
@@ -51,6 +58,15 @@ class DiffusionSamplingInferer(Inferer):
         residual_scale: as in training (``common.diffusion.ConcatDiffusionPrepareBatch``): None = the chain
             generates the image; ``k`` = it generates ``k * (image - condition)`` and the output is
             ``condition + sample / k`` (std likewise divided by ``k``).
+        residual_norm / residual_floor: as in training: ``"sqrt"`` = the residual was divided by
+            ``common.diffusion.residual_std_map(condition)``; the output is ``condition + sample * map / k``.
+        condition_sqrt: as in training: the network sees ``common.diffusion.condition_input(condition)``.
+        temperature: ``tau`` in ``(0, 1]`` (``< 1``: deterministic DDIM only, ``eta = 0``): the initial noise is
+            ``tau z``. With an exact network and a Gaussian posterior the deterministic sampler is an affine map of
+            the initial noise, so ``tau z`` gives about ``mean + tau (sample - mean)``: samples ``tau`` times closer to
+            the posterior mean (lower error of their mean, less diversity; ``tau -> 0``: the posterior-mean
+            estimate). The std channel is divided by ``tau``: under that reading it still estimates the posterior
+            std (an approximation for a real network and posterior).
         progress: log each step.
     """
 
@@ -70,6 +86,10 @@ class DiffusionSamplingInferer(Inferer):
         divisor: int | Sequence[int] = 8,
         sw_batch_size: int = 1,
         residual_scale: float | None = None,
+        residual_norm: str | None = None,
+        residual_floor: float = 0.003,
+        condition_sqrt: bool = False,
+        temperature: float = 1.0,
         progress: bool = False,
         **schedule_args: Any,
     ) -> None:
@@ -94,10 +114,24 @@ class DiffusionSamplingInferer(Inferer):
             roi_size=roi_size, overlap=overlap, divisor=divisor, sw_batch_size=sw_batch_size, mode="gaussian"
         )
         self.residual_scale = None if residual_scale is None else float(residual_scale)
+        if residual_norm not in RESIDUAL_NORMS:
+            raise ValueError(f"residual_norm must be one of {RESIDUAL_NORMS}, got {residual_norm!r}")
+        if residual_norm is not None and residual_scale is None:
+            raise ValueError("residual_norm needs residual diffusion (a residual_scale)")
+        self.residual_norm, self.residual_floor = residual_norm, float(residual_floor)
+        if condition_sqrt and residual_scale is None:
+            raise ValueError("condition_sqrt needs residual diffusion (a residual_scale)")
+        self.condition_sqrt = bool(condition_sqrt)
+        if not 0.0 < temperature <= 1.0:
+            raise ValueError(f"temperature must be in (0, 1], got {temperature}")
+        if temperature != 1.0 and (sampler != "ddim" or eta != 0):
+            raise ValueError("temperature < 1 needs the deterministic DDIM sampler (sampler 'ddim', eta 0)")
+        self.temperature = float(temperature)
         self.progress = bool(progress)
 
     def _predict(self, network: Callable[..., Any], x_t: torch.Tensor, cond: torch.Tensor, t: int) -> torch.Tensor:
-        """Network output for the whole volume at timestep ``t`` (sliding windows, Gaussian blending)."""
+        """Network output for the whole volume at timestep ``t`` (sliding windows, Gaussian blending); ``cond`` as
+        the network sees it (``common.diffusion.condition_input``)."""
 
         def net(window: torch.Tensor) -> torch.Tensor:
             steps = torch.full((window.shape[0],), t, dtype=torch.long, device=window.device)
@@ -108,16 +142,17 @@ class DiffusionSamplingInferer(Inferer):
     def sample(self, cond: torch.Tensor, network: Callable[..., Any], seed: int) -> torch.Tensor:
         """One sample ``x_0`` of the same shape as ``cond`` (``(B, 1, *spatial)``)."""
         gen = torch.Generator(device="cpu").manual_seed(seed)
-        x = torch.randn(cond.shape, generator=gen, dtype=cond.dtype).to(cond.device)
+        x = self.temperature * torch.randn(cond.shape, generator=gen, dtype=cond.dtype).to(cond.device)
         ac = self.scheduler.alphas_cumprod
+        net_cond = condition_input(cond, self.residual_scale, self.condition_sqrt, self.residual_floor)
         if self.sampler == "ddim":
             for t, t_prev in ddim_timestep_pairs(self.num_train_timesteps, self.num_steps):
-                out = self._predict(network, x, cond, t)
+                out = self._predict(network, x, net_cond, t)
                 x, _ = ddim_step(out, t, t_prev, x, ac, self.prediction_type, self.eta, gen, self.clip)
             return x
         self.scheduler.set_timesteps(self.num_train_timesteps)
         for t in self.scheduler.timesteps.tolist():
-            out = self._predict(network, x, cond, int(t))
+            out = self._predict(network, x, net_cond, int(t))
             x, _ = self.scheduler.step(out, int(t), x, generator=gen)
         return x
 
@@ -127,9 +162,12 @@ class DiffusionSamplingInferer(Inferer):
             raise TypeError("DiffusionSamplingInferer takes no extra network arguments")
         samples = [self.sample(inputs, network, self.seed + i) for i in range(self.num_samples)]
         if self.residual_scale is not None:
-            samples = [inputs + s / self.residual_scale for s in samples]
+            samples = [
+                residual_to_image(s, inputs, self.residual_scale, self.residual_norm, self.residual_floor)
+                for s in samples
+            ]
         stack = torch.stack(samples)
-        std = stack.std(dim=0, unbiased=True) if len(samples) > 1 else torch.zeros_like(samples[0])
+        std = stack.std(dim=0, unbiased=True) / self.temperature if len(samples) > 1 else torch.zeros_like(samples[0])
         out = torch.cat([stack.mean(dim=0), std], dim=1)
         if hasattr(inputs, "meta"):
             out = convert_to_dst_type(out, inputs)[0]

@@ -10,7 +10,16 @@ import torch
 from monai.inferers import DiffusionInferer
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 
-from common.diffusion import ConcatDiffusionPrepareBatch, ddim_step, ddim_timestep_pairs, denoise_input, v_target
+from common.diffusion import (
+    ConcatDiffusionPrepareBatch,
+    ddim_step,
+    ddim_timestep_pairs,
+    denoise_input,
+    image_to_residual,
+    residual_std_map,
+    residual_to_image,
+    v_target,
+)
 
 
 def _alphas(T: int = 1000) -> torch.Tensor:
@@ -232,7 +241,8 @@ def test_sample_count_study_script_measures_the_samples_and_the_one_step_estimat
     full[4:10, 3:9, 2:6] = 6.0
     low = np.clip(full + rng.normal(0, 0.5, full.shape), 0, None)
     k, suv_max = parser["residual_scale"], parser["suv_max"]
-    x0 = torch.from_numpy(k * 2 * (np.clip(full, 0, suv_max) - np.clip(low, 0, suv_max)) / suv_max).float()[None, None]
+    to_net = lambda v: torch.from_numpy(2 * np.clip(v, 0, suv_max) / suv_max - 1).float()[None, None]  # noqa: E731
+    x0 = image_to_residual(to_net(full), to_net(low), k, parser["residual_norm"], parser["residual_floor"])
     ac = mod.sampler(parser, 1).scheduler.alphas_cumprod
 
     class ResidualOracle(torch.nn.Module):
@@ -251,3 +261,125 @@ def test_sample_count_study_script_measures_the_samples_and_the_one_step_estimat
     assert exact["input"] < 30 and min(exact["one_step"], exact["mean_1"], exact["mean_2"]) > 60
     noisy = mod.study(ResidualOracle(jitter=0.05), parser, low, full, samples=2, steps=5)
     assert noisy["spread"] > 0 and noisy["mean_2"] < exact["mean_2"] - 10
+
+
+def test_sqrt_residual_norm_evens_out_count_noise_across_activity_levels():
+    """Count noise (variance ~ activity): the plain residual's std grows ~ sqrt(activity), 5.7x from SUV 0.25 to 8;
+    divided by residual_std_map it is about the same at every level. The map is exact on a known value and the
+    scaling inverts exactly."""
+    gen = torch.Generator().manual_seed(0)
+    suv_max, levels = 16.0, (0.25, 1.0, 4.0, 8.0)
+    full = torch.cat([torch.full((1, 1, 16, 16, 16), v) for v in levels], dim=2)
+    low = full + 0.1 * full.sqrt() * torch.randn(full.shape, generator=gen)
+    to_net = lambda v: 2 * v / suv_max - 1  # noqa: E731
+    plain = image_to_residual(to_net(full), to_net(low), 10.0)
+    normed = image_to_residual(to_net(full), to_net(low), 10.0, "sqrt", 0.003)
+
+    def band_std(r):
+        return torch.stack([b.std() for b in r.split(16, dim=2)])
+
+    assert float(band_std(plain).max() / band_std(plain).min()) > 4.0
+    assert float(band_std(normed).max() / band_std(normed).min()) < 1.15
+    torch.testing.assert_close(residual_std_map(torch.tensor([to_net(4.0), -1.0])), torch.tensor([0.5, 0.003**0.5]))
+    back = residual_to_image(normed, to_net(low), 10.0, "sqrt", 0.003)
+    torch.testing.assert_close(back, to_net(full), atol=1e-6, rtol=0)
+
+
+def test_sqrt_residual_norm_is_applied_in_training_and_undone_in_sampling():
+    """The training batch divides by the low dose's map; the sampler multiplies the samples (mean AND std) back."""
+    from common.diffusion_inferer import DiffusionSamplingInferer
+
+    cond = torch.full((1, 1, 8, 8, 8), 0.0)  # (c + 1) / 2 = 0.5: map sqrt(0.5)
+    prep = ConcatDiffusionPrepareBatch(1000, residual_scale=10.0, residual_norm="sqrt")
+    images, _, _, _ = prep({"image": cond, "label": cond + 0.1})
+    torch.testing.assert_close(images, torch.full_like(cond, 1.0 / 0.5**0.5))
+    inferer = DiffusionSamplingInferer(
+        num_steps=4, roi_size=8, divisor=4, residual_scale=10.0, residual_norm="sqrt", clip=None, num_samples=3
+    )
+
+    class NoiseCopy(torch.nn.Module):  # eps = x_t: each sample is a fixed multiple of its own initial noise
+        def forward(self, x, timesteps):
+            return x[:, :1].clone()
+
+    with torch.no_grad():
+        plain_std = DiffusionSamplingInferer(
+            num_steps=4, roi_size=8, divisor=4, residual_scale=10.0, clip=None, num_samples=3
+        )(cond, NoiseCopy())[:, 1:]
+        out = inferer(cond, NoiseCopy())
+    assert float(plain_std.mean()) > 1e-3  # the samples do differ
+    torch.testing.assert_close(out[:, 1:], plain_std * 0.5**0.5, atol=1e-6, rtol=1e-5)
+    with pytest.raises(ValueError, match="residual_norm"):
+        ConcatDiffusionPrepareBatch(1000, residual_norm="log", residual_scale=10.0)
+    with pytest.raises(ValueError, match="residual_scale"):
+        DiffusionSamplingInferer(residual_norm="sqrt")
+
+
+def test_sqrt_condition_input_reaches_the_network_in_training_and_sampling():
+    """condition_sqrt: the network sees 2 k sqrt((c + 1) / 2) as its second channel, in the training batch (through
+    MONAI's DiffusionInferer in concat mode) and in every sampling step; the residual still uses the raw condition."""
+    from common.diffusion import condition_input
+    from common.diffusion_inferer import DiffusionSamplingInferer
+
+    cond = torch.full((1, 1, 8, 8, 8), -0.5)  # SUV / suv_max = 0.25: network input 2 * 10 * 0.5 = 10
+    torch.testing.assert_close(condition_input(cond, 10.0, True), torch.full_like(cond, 10.0))
+    assert condition_input(cond, 10.0, False) is cond
+    prep = ConcatDiffusionPrepareBatch(1000, residual_scale=10.0, condition_sqrt=True)
+    images, _, _, kwargs = prep({"image": cond, "label": cond + 0.1})
+    torch.testing.assert_close(images, torch.full_like(cond, 1.0))  # 10 * 0.1, raw condition
+    seen = []
+
+    class Spy(torch.nn.Module):
+        def forward(self, x, timesteps, context=None):
+            seen.append(x[:, 1:].detach().clone())
+            return torch.zeros_like(x[:, :1])
+
+    DiffusionInferer(DDPMScheduler(1000))(images, Spy(), **kwargs)
+    inferer = DiffusionSamplingInferer(
+        num_steps=2, roi_size=8, divisor=4, residual_scale=10.0, condition_sqrt=True, clip=None
+    )
+    with torch.no_grad():
+        inferer(cond, Spy())
+    assert len(seen) == 3
+    for s in seen:
+        torch.testing.assert_close(s, torch.full_like(cond, 10.0))
+    with pytest.raises(ValueError, match="residual_scale"):
+        ConcatDiffusionPrepareBatch(1000, condition_sqrt=True)
+
+
+def test_temperature_scales_each_sample_towards_the_mean_and_the_std_channel_undoes_it():
+    """A network that is linear in x_t (eps = x_t) makes each DDIM sample a fixed multiple of its initial noise:
+    at temperature 0.5 the residual of every sample (hence of their mean) halves, and the std channel, divided by
+    the temperature, equals the temperature-1 std."""
+    from common.diffusion_inferer import DiffusionSamplingInferer
+
+    class NoiseCopy(torch.nn.Module):
+        def forward(self, x, timesteps):
+            return x[:, :1].clone()
+
+    cond = torch.full((1, 1, 8, 8, 8), -0.5)
+    kw = dict(num_steps=4, roi_size=8, divisor=4, residual_scale=10.0, residual_norm="sqrt", clip=None, num_samples=3)
+    with torch.no_grad():
+        hot = DiffusionSamplingInferer(**kw)(cond, NoiseCopy())
+        cool = DiffusionSamplingInferer(temperature=0.5, **kw)(cond, NoiseCopy())
+    assert float((hot[:, :1] - cond).abs().max()) > 1e-3
+    torch.testing.assert_close(cool[:, :1] - cond, 0.5 * (hot[:, :1] - cond), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(cool[:, 1:], hot[:, 1:], atol=1e-6, rtol=1e-5)
+    for bad in ({"temperature": 0.0}, {"temperature": 0.5, "sampler": "ddpm"}, {"temperature": 0.5, "eta": 1.0}):
+        with pytest.raises(ValueError, match="temperature"):
+            DiffusionSamplingInferer(**{**kw, **bad})
+
+
+def test_residual_by_activity_script_reports_the_plain_residual_growing_and_the_normalised_one_flat():
+    """scripts/residual_by_activity.py on a count-noise phantom (variance ~ SUV): per band, the plain residual's std
+    grows with the activity, the sqrt-normalised one does not; an empty band is nan."""
+    import numpy as np
+    from conftest import ROOT, load_script
+
+    mod = load_script(ROOT / "bundles" / "pet_lowdose_ddpm3d" / "scripts" / "residual_by_activity.py")
+    rng = np.random.default_rng(0)
+    full = np.concatenate([np.full((8, 8, 8), v) for v in (0.5, 2.0, 6.0)], axis=0)  # bands 0.05-1, 1-3, 3-8
+    low = full + 0.1 * np.sqrt(full) * rng.standard_normal(full.shape)
+    res = mod.band_stds(low, full, 10.0, 16.0, 0.003)
+    plain, normed = np.array(res["plain"]), np.array(res["sqrt"])
+    assert np.isnan(plain[0]) and np.isnan(plain[4])  # no background, nothing >= SUV 8
+    assert plain[3] / plain[1] > 3.0 and normed[3] / normed[1] < 1.2

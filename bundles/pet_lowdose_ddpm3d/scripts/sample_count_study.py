@@ -3,7 +3,7 @@ estimate of the posterior mean (DDIM with one step: the ``x_0`` predicted from p
 
     python bundles/pet_lowdose_ddpm3d/scripts/sample_count_study.py --datalist DATALIST.json \
         --checkpoint bundles/pet_lowdose_ddpm3d/models/model.pt [--split validation] [--drf 20] [--samples 4] \
-        [--steps 10]
+        [--steps 10] [--temperature 1]
 
 Why it matters: for exact posterior samples ``y_i`` of the full dose ``x`` given the low dose, the mean of ``N``
 samples has expected squared error ``MMSE (1 + 1 / N)``, where MMSE is the error of the posterior mean. The output
@@ -26,6 +26,7 @@ from monai.bundle import ConfigParser
 
 from common.bundle_utils import load_weights
 from common.datalist import select_items
+from common.diffusion import residual_to_image
 from common.diffusion_inferer import DiffusionSamplingInferer
 from common.io.nifti import load_nifti
 from common.metrics import psnr, reference_max
@@ -33,8 +34,10 @@ from common.metrics import psnr, reference_max
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "inference.yaml"
 
 
-def sampler(parser: ConfigParser, steps: int) -> DiffusionSamplingInferer:
-    """The bundle's DDIM sampler (inference.yaml settings) with ``steps`` steps and one sample per call."""
+def sampler(parser: ConfigParser, steps: int, temperature: float = 1.0) -> DiffusionSamplingInferer:
+    """The bundle's DDIM sampler (inference.yaml settings) with ``steps`` steps, one sample per call and the given
+    ``temperature`` (the one-step estimate always uses 1: from pure noise the network's x_0 is the posterior-mean
+    estimate)."""
     return DiffusionSamplingInferer(
         num_train_timesteps=parser["num_train_timesteps"],
         beta_start=0.0001,
@@ -43,6 +46,10 @@ def sampler(parser: ConfigParser, steps: int) -> DiffusionSamplingInferer:
         num_steps=steps,
         prediction_type=parser["prediction_type"],
         residual_scale=parser["residual_scale"],
+        residual_norm=parser["residual_norm"],
+        residual_floor=parser["residual_floor"],
+        condition_sqrt=parser["condition_sqrt"],
+        temperature=temperature,
         clip=None if parser["residual_scale"] else (-1.0, 1.0),
         roi_size=parser["roi_size"],
         overlap=parser["overlap"],
@@ -51,33 +58,40 @@ def sampler(parser: ConfigParser, steps: int) -> DiffusionSamplingInferer:
 
 
 def study(
-    net: torch.nn.Module, parser: ConfigParser, low_suv: np.ndarray, full_suv: np.ndarray, samples: int, steps: int
+    net: torch.nn.Module,
+    parser: ConfigParser,
+    low_suv: np.ndarray,
+    full_suv: np.ndarray,
+    samples: int,
+    steps: int,
+    temperature: float = 1.0,
 ) -> dict[str, float]:
     """PSNRs (dB) of one volume ``(X, Y, Z)`` in SUV: ``input``, ``one_step``, ``mean_<n>`` for n = 1, 2, 4, ..
-    <= ``samples``, and the samples' ``spread`` (see the module docstring)."""
+    <= ``samples`` (drawn at ``temperature``), and the samples' ``spread`` (see the module docstring; the samples'
+    variance is divided by ``temperature ** 2``, as the sampler's std channel)."""
     suv_max, k = float(parser["suv_max"]), parser["residual_scale"]
     to_net = lambda v: torch.from_numpy(2 * np.clip(v, 0, suv_max) / suv_max - 1).float()[None, None]  # noqa: E731
     cond = to_net(low_suv)
 
     def to_suv(sample: torch.Tensor) -> np.ndarray:
-        out = cond + sample / k if k else sample
+        out = residual_to_image(sample, cond, k, parser["residual_norm"], parser["residual_floor"]) if k else sample
         return ((out[0, 0] + 1) * suv_max / 2).double().numpy()
 
     peak = reference_max(full_suv)
     res = {"input": psnr(low_suv, full_suv, peak)}
     with torch.no_grad():
         res["one_step"] = psnr(to_suv(sampler(parser, 1).sample(cond, net, 0)), full_suv, peak)
-        many = sampler(parser, steps)
+        many = sampler(parser, steps, temperature)
         outs = [to_suv(many.sample(cond, net, i)) for i in range(samples)]
     n = 1
     while n <= samples:
         res[f"mean_{n}"] = psnr(np.mean(outs[:n], axis=0), full_suv, peak)
         n *= 2
     mean = np.mean(outs, axis=0)
-    res["spread"] = (
-        float(np.mean([((o - mean) ** 2).mean() for o in outs]) * samples / (samples - 1))
-        / float(((mean - full_suv) ** 2).mean())
-        if samples > 1
+    mse = float(((mean - full_suv) ** 2).mean())
+    res["spread"] = (  # nan when undefined: one sample, or a mean without error (an exact oracle)
+        float(np.mean([((o - mean) ** 2).mean() for o in outs]) * samples / (samples - 1)) / temperature**2 / mse
+        if samples > 1 and mse > 0
         else float("nan")
     )
     return res
@@ -91,6 +105,7 @@ def main() -> None:
     ap.add_argument("--drf", type=float, default=20)
     ap.add_argument("--samples", type=int, default=4)
     ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of the n samples")
     a = ap.parse_args()
     parser = ConfigParser()
     parser.read_config(str(CONFIG))
@@ -102,7 +117,7 @@ def main() -> None:
             load_nifti(a.datalist.parent / it[key], check_finite=True)[0].astype(np.float64)
             for key in ("image", "label")
         )
-        res = study(net, parser, low, full, a.samples, a.steps)
+        res = study(net, parser, low, full, a.samples, a.steps, a.temperature)
         rows.append(res)
         print(Path(it["image"]).name, {k: round(v, 3) for k, v in res.items()}, flush=True)
     keys = list(rows[0])
