@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import torch
 from monai.engines.utils import DiffusionPrepareBatch
 
@@ -29,14 +30,38 @@ __all__ = [
     "ddim_step",
     "ddim_timestep_pairs",
     "denoise_input",
+    "check_residual_options",
     "condition_input",
     "image_to_residual",
     "residual_std_map",
     "residual_to_image",
+    "suv_to_network",
     "v_target",
 ]
 
 RESIDUAL_NORMS = (None, "sqrt")
+
+
+def check_residual_options(
+    residual_scale: float | None, residual_norm: str | None, residual_floor: float, condition_sqrt: bool
+) -> None:
+    """Raise ``ValueError`` for residual-diffusion settings that cannot work: an unknown ``residual_norm``, a
+    ``residual_norm`` or ``condition_sqrt`` without residual diffusion (``residual_scale`` None), a floor <= 0.
+    Training (:class:`ConcatDiffusionPrepareBatch`) and sampling (``DiffusionSamplingInferer``) share it."""
+    if residual_norm not in RESIDUAL_NORMS:
+        raise ValueError(f"residual_norm must be one of {RESIDUAL_NORMS}, got {residual_norm!r}")
+    if residual_norm is not None and residual_scale is None:
+        raise ValueError("residual_norm needs residual diffusion (a residual_scale)")
+    if condition_sqrt and residual_scale is None:
+        raise ValueError("condition_sqrt needs residual diffusion (a residual_scale)")
+    if not residual_floor > 0:
+        raise ValueError(f"residual_floor must be > 0, got {residual_floor}")
+
+
+def suv_to_network(suv: np.ndarray, suv_max: float) -> torch.Tensor:
+    """SUV volume (numpy, any shape) -> network units ``2 clip(SUV, 0, suv_max) / suv_max - 1`` (the bundles'
+    ``ScaleIntensityRanged(a_min=0, a_max=suv_max, b_min=-1, b_max=1, clip=True)``), same shape and dtype."""
+    return torch.from_numpy(2 * np.clip(suv, 0, suv_max) / suv_max - 1)
 
 
 def residual_std_map(condition: torch.Tensor, floor: float = 0.003) -> torch.Tensor:
@@ -125,17 +150,10 @@ class ConcatDiffusionPrepareBatch(DiffusionPrepareBatch):
         condition_sqrt: bool = False,
     ) -> None:
         super().__init__(num_train_timesteps, condition_name)
-        if condition_sqrt and residual_scale is None:
-            raise ValueError("condition_sqrt needs residual diffusion (a residual_scale)")
-        self.condition_sqrt = bool(condition_sqrt)
-        if residual_norm not in RESIDUAL_NORMS:
-            raise ValueError(f"residual_norm must be one of {RESIDUAL_NORMS}, got {residual_norm!r}")
-        if residual_norm is not None and residual_scale is None:
-            raise ValueError("residual_norm needs residual diffusion (a residual_scale)")
-        if not residual_floor > 0:
-            raise ValueError(f"residual_floor must be > 0, got {residual_floor}")
-        self.residual_norm, self.residual_floor = residual_norm, float(residual_floor)
+        check_residual_options(residual_scale, residual_norm, residual_floor, condition_sqrt)
         self.residual_scale = None if residual_scale is None else float(residual_scale)
+        self.residual_norm, self.residual_floor = residual_norm, float(residual_floor)
+        self.condition_sqrt = bool(condition_sqrt)
         if prediction_type not in ("epsilon", "v_prediction"):
             raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', got {prediction_type!r}")
         if prediction_type == "v_prediction" and alphas_cumprod is None:

@@ -24,7 +24,7 @@ from monai.networks.schedulers import DDPMScheduler
 from monai.utils import convert_to_dst_type
 
 from common.diffusion import (
-    RESIDUAL_NORMS,
+    check_residual_options,
     condition_input,
     ddim_step,
     ddim_timestep_pairs,
@@ -114,13 +114,8 @@ class DiffusionSamplingInferer(Inferer):
             roi_size=roi_size, overlap=overlap, divisor=divisor, sw_batch_size=sw_batch_size, mode="gaussian"
         )
         self.residual_scale = None if residual_scale is None else float(residual_scale)
-        if residual_norm not in RESIDUAL_NORMS:
-            raise ValueError(f"residual_norm must be one of {RESIDUAL_NORMS}, got {residual_norm!r}")
-        if residual_norm is not None and residual_scale is None:
-            raise ValueError("residual_norm needs residual diffusion (a residual_scale)")
+        check_residual_options(residual_scale, residual_norm, residual_floor, condition_sqrt)
         self.residual_norm, self.residual_floor = residual_norm, float(residual_floor)
-        if condition_sqrt and residual_scale is None:
-            raise ValueError("condition_sqrt needs residual diffusion (a residual_scale)")
         self.condition_sqrt = bool(condition_sqrt)
         if not 0.0 < temperature <= 1.0:
             raise ValueError(f"temperature must be in (0, 1], got {temperature}")

@@ -19,11 +19,10 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 from monai.bundle import ConfigParser
 
 from common.datalist import select_items
-from common.diffusion import image_to_residual
+from common.diffusion import image_to_residual, suv_to_network
 from common.io.nifti import load_nifti
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "train.yaml"
@@ -35,8 +34,7 @@ def band_stds(
 ) -> dict[str, list[float]]:
     """Residual std per band of ``full_suv`` (``BANDS``; nan for an empty band) for ``plain`` and ``sqrt``; volumes
     ``(X, Y, Z)`` in SUV."""
-    to_net = lambda v: torch.from_numpy(2 * np.clip(v, 0, suv_max) / suv_max - 1)  # noqa: E731
-    low, full = to_net(low_suv), to_net(full_suv)
+    low, full = suv_to_network(low_suv, suv_max), suv_to_network(full_suv, suv_max)
     out = {}
     for norm in (None, "sqrt"):
         r = image_to_residual(full, low, k, norm, floor).numpy()

@@ -17,6 +17,7 @@ posterior samples of a well-calibrated model). The network and the sampler setti
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from monai.bundle import ConfigParser
 
 from common.bundle_utils import load_weights
 from common.datalist import select_items
-from common.diffusion import residual_to_image
+from common.diffusion import residual_to_image, suv_to_network
 from common.diffusion_inferer import DiffusionSamplingInferer
 from common.io.nifti import load_nifti
 from common.metrics import psnr, reference_max
@@ -35,26 +36,20 @@ CONFIG = Path(__file__).resolve().parents[1] / "configs" / "inference.yaml"
 
 
 def sampler(parser: ConfigParser, steps: int, temperature: float = 1.0) -> DiffusionSamplingInferer:
-    """The bundle's DDIM sampler (inference.yaml settings) with ``steps`` steps, one sample per call and the given
-    ``temperature`` (the one-step estimate always uses 1: from pure noise the network's x_0 is the posterior-mean
-    estimate)."""
-    return DiffusionSamplingInferer(
-        num_train_timesteps=parser["num_train_timesteps"],
-        beta_start=0.0001,
-        beta_end=0.02,
-        sampler="ddim",
-        num_steps=steps,
-        prediction_type=parser["prediction_type"],
-        residual_scale=parser["residual_scale"],
-        residual_norm=parser["residual_norm"],
-        residual_floor=parser["residual_floor"],
-        condition_sqrt=parser["condition_sqrt"],
-        temperature=temperature,
-        clip=None if parser["residual_scale"] else (-1.0, 1.0),
-        roi_size=parser["roi_size"],
-        overlap=parser["overlap"],
-        divisor=4,
-    )
+    """The bundle's ``inferer`` as ``parser`` (inference.yaml) defines it, set to deterministic DDIM with ``steps``
+    steps, one sample per call and the given ``temperature`` (the one-step estimate always uses 1: from pure noise
+    the network's x_0 is the posterior-mean estimate). ``parser`` itself is left unchanged."""
+    config = ConfigParser(copy.deepcopy(parser.get()))
+    overrides = {
+        "sampler": "ddim",
+        "eta": 0.0,
+        "num_inference_steps": steps,
+        "num_samples": 1,
+        "temperature": temperature,
+    }
+    for key, value in overrides.items():
+        config[key] = value
+    return config.get_parsed_content("inferer")
 
 
 def study(
@@ -70,8 +65,7 @@ def study(
     <= ``samples`` (drawn at ``temperature``), and the samples' ``spread`` (see the module docstring; the samples'
     variance is divided by ``temperature ** 2``, as the sampler's std channel)."""
     suv_max, k = float(parser["suv_max"]), parser["residual_scale"]
-    to_net = lambda v: torch.from_numpy(2 * np.clip(v, 0, suv_max) / suv_max - 1).float()[None, None]  # noqa: E731
-    cond = to_net(low_suv)
+    cond = suv_to_network(low_suv, suv_max).float()[None, None]
 
     def to_suv(sample: torch.Tensor) -> np.ndarray:
         out = residual_to_image(sample, cond, k, parser["residual_norm"], parser["residual_floor"]) if k else sample
