@@ -3,7 +3,7 @@ estimate of the posterior mean (DDIM with one step: the ``x_0`` predicted from p
 
     python bundles/pet_lowdose_ddpm3d/scripts/sample_count_study.py --datalist DATALIST.json \
         --checkpoint bundles/pet_lowdose_ddpm3d/models/model.pt [--split validation] [--drf 20] [--samples 4] \
-        [--steps 10] [--temperature 1]
+        [--steps 10] [--temperature 1] [--device cuda]
 
 Why it matters: for exact posterior samples ``y_i`` of the full dose ``x`` given the low dose, the mean of ``N``
 samples has expected squared error ``MMSE (1 + 1 / N)``, where MMSE is the error of the posterior mean. The output
@@ -60,16 +60,18 @@ def study(
     samples: int,
     steps: int,
     temperature: float = 1.0,
+    device: str | torch.device = "cpu",
 ) -> dict[str, float]:
     """PSNRs (dB) of one volume ``(X, Y, Z)`` in SUV: ``input``, ``one_step``, ``mean_<n>`` for n = 1, 2, 4, ..
     <= ``samples`` (drawn at ``temperature``), and the samples' ``spread`` (see the module docstring; the samples'
-    variance is divided by ``temperature ** 2``, as the sampler's std channel)."""
+    variance is divided by ``temperature ** 2``, as the sampler's std channel). The sampling runs on ``device``, where
+    ``net`` must already be."""
     suv_max, k = float(parser["suv_max"]), parser["residual_scale"]
-    cond = suv_to_network(low_suv, suv_max).float()[None, None]
+    cond = suv_to_network(low_suv, suv_max).float()[None, None].to(device)
 
     def to_suv(sample: torch.Tensor) -> np.ndarray:
         out = residual_to_image(sample, cond, k, parser["residual_norm"], parser["residual_floor"]) if k else sample
-        return ((out[0, 0] + 1) * suv_max / 2).double().numpy()
+        return ((out[0, 0] + 1) * suv_max / 2).double().cpu().numpy()
 
     peak = reference_max(full_suv)
     res = {"input": psnr(low_suv, full_suv, peak)}
@@ -100,10 +102,11 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=4)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of the n samples")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     a = ap.parse_args()
     parser = ConfigParser()
     parser.read_config(str(CONFIG))
-    net = load_weights(parser.get_parsed_content("network_def").eval(), str(a.checkpoint), "DDPM weights")
+    net = load_weights(parser.get_parsed_content("network_def").eval(), str(a.checkpoint), "DDPM weights").to(a.device)
     items = select_items(json.loads(a.datalist.read_text())[a.split], "drf", [a.drf], str(a.datalist))
     rows = []
     for it in items:
@@ -111,7 +114,7 @@ def main() -> None:
             load_nifti(a.datalist.parent / it[key], check_finite=True)[0].astype(np.float64)
             for key in ("image", "label")
         )
-        res = study(net, parser, low, full, a.samples, a.steps, a.temperature)
+        res = study(net, parser, low, full, a.samples, a.steps, a.temperature, a.device)
         rows.append(res)
         print(Path(it["image"]).name, {k: round(v, 3) for k, v in res.items()}, flush=True)
     keys = list(rows[0])
