@@ -18,6 +18,7 @@ from common.diffusion import (
     image_to_residual,
     residual_std_map,
     residual_to_image,
+    suv_to_network,
     v_target,
 )
 
@@ -241,7 +242,7 @@ def test_sample_count_study_script_measures_the_samples_and_the_one_step_estimat
     full[4:10, 3:9, 2:6] = 6.0
     low = np.clip(full + rng.normal(0, 0.5, full.shape), 0, None)
     k, suv_max = parser["residual_scale"], parser["suv_max"]
-    to_net = lambda v: torch.from_numpy(2 * np.clip(v, 0, suv_max) / suv_max - 1).float()[None, None]  # noqa: E731
+    to_net = lambda v: suv_to_network(v, suv_max).float()[None, None]  # noqa: E731
     x0 = image_to_residual(to_net(full), to_net(low), k, parser["residual_norm"], parser["residual_floor"])
     ac = mod.sampler(parser, 1).scheduler.alphas_cumprod
 

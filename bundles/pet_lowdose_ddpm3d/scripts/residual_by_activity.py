@@ -35,13 +35,11 @@ def band_stds(
     """Residual std per band of ``full_suv`` (``BANDS``; nan for an empty band) for ``plain`` and ``sqrt``; volumes
     ``(X, Y, Z)`` in SUV."""
     low, full = suv_to_network(low_suv, suv_max), suv_to_network(full_suv, suv_max)
+    masks = [(full_suv >= lo) & (full_suv < hi) for lo, hi in BANDS]
     out = {}
     for norm in (None, "sqrt"):
         r = image_to_residual(full, low, k, norm, floor).numpy()
-        out[norm or "plain"] = [
-            float(r[(full_suv >= lo) & (full_suv < hi)].std()) if ((full_suv >= lo) & (full_suv < hi)).any() else np.nan
-            for lo, hi in BANDS
-        ]
+        out[norm or "plain"] = [float(r[m].std()) if m.any() else np.nan for m in masks]
     return out
 
 
