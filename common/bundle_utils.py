@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 
+from common.errors import MissingFileError
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["load_weights", "locate_bundle_root", "require_file", "run_config_if_missing"]
@@ -50,9 +52,10 @@ def locate_bundle_root(folder_name: str) -> str:
 
 
 def require_file(path: str | os.PathLike, what: str) -> str:
-    """Raise ``FileNotFoundError`` naming ``path`` and ``what`` it should be, when it does not exist."""
+    """Raise :class:`common.errors.MissingFileError` (a ``FileNotFoundError``) naming ``path`` and ``what`` it
+    should be, when it does not exist."""
     if not Path(path).is_file():
-        raise FileNotFoundError(f"{path}: missing {what}")
+        raise MissingFileError(path, f"missing {what}")
     return str(path)
 
 

@@ -25,10 +25,14 @@ from common.errors import InputDataError
 __all__ = ["main"]
 
 
-def _load_input(inp: str, out: str, ndims: tuple[int, ...] = (3,)) -> tuple[Path, Path, np.ndarray, np.ndarray]:
-    """Check the input exists, is not the output and has ``ndims`` dimensions; returns ``(input, output, array,
-    affine)``."""
+def _load_input(
+    inp: str, out: str, kind: str, ndims: tuple[int, ...] = (3,), allow_implausible: bool = False
+) -> tuple[Path, Path, np.ndarray, np.ndarray]:
+    """Check the input exists, is not the output, has ``ndims`` dimensions and passes
+    :func:`common.transforms.validate_image` for ``kind`` (``"ct"``: HU, ``"pet"``: SUV); returns ``(input, output,
+    array, affine)``."""
     from common.io import load_nifti
+    from common.transforms.validation import validate_image
 
     i, o = Path(inp).expanduser(), Path(out).expanduser()
     if not i.exists():
@@ -39,6 +43,15 @@ def _load_input(inp: str, out: str, ndims: tuple[int, ...] = (3,)) -> tuple[Path
     if array.ndim not in ndims:
         kinds = " or ".join(f"{n}D" for n in ndims)
         raise InputDataError(i, f"expected a {kinds} image, got shape {array.shape}")
+    validate_image(
+        array,
+        str(i),
+        kind=kind,
+        spatial_dims=array.ndim,
+        channel_first=False,
+        min_size=1,
+        allow_implausible=allow_implausible,
+    )
     return i, o, array, affine
 
 
@@ -74,13 +87,14 @@ def simulate_ct(
     i0: float = 1e5,
     n_views: int = 720,
     electronic_noise_std: float = 10.0,
+    allow_implausible: bool = False,
 ) -> str:
     """Simulate a low-dose CT (dose fraction in (0, 1]) from a normal-dose NIfTI volume in HU, slice by slice in
     the projection domain (in-plane pixel size read from the affine; square in-plane pixels required)."""
     from common.io import save_nifti
     from common.physics import CTAcquisition, CTLowDoseSimulator
 
-    i, o, hu, affine = _load_input(input, output, ndims=(2, 3))
+    i, o, hu, affine = _load_input(input, output, "ct", ndims=(2, 3), allow_implausible=allow_implausible)
     sp = _spacing(affine)
     if not np.isclose(sp[0], sp[1], rtol=1e-3):
         raise InputDataError(i, f"in-plane pixels must be square for the projector, got {sp[:2]} mm")
@@ -101,6 +115,7 @@ def simulate_pet(
     reference_suv: float = 2.0,
     rel_noise_drf1: float = 0.023,
     sigma_vox: float = 1.0,
+    allow_implausible: bool = False,
 ) -> str:
     """Simulate a low-count PET at dose-reduction factor ``drf`` from a full-dose NIfTI (SUV).
 
@@ -110,14 +125,14 @@ def simulate_pet(
     from common.io import load_nifti, save_nifti
     from common.physics import calibrate_count_scale, simulate_low_count_pet_fast, simulate_low_count_pet_sinogram
 
-    _, o, act, affine = _load_input(input, output)
+    _, o, act, affine = _load_input(input, output, "pet", allow_implausible=allow_implausible)
     if route == "fast":
         c = calibrate_count_scale(reference_suv, rel_noise_drf1, sigma_vox)
         low = simulate_low_count_pet_fast(act, drf, seed, c, sigma_vox)
     elif route == "sinogram":
         if not mu:
             raise SystemExit("--route sinogram needs --mu <attenuation map NIfTI in 1/mm>")
-        mu_map, _ = load_nifti(mu)
+        mu_map, _ = load_nifti(mu, check_finite=True)
         if mu_map.shape != act.shape:
             raise InputDataError(mu, f"attenuation map shape {mu_map.shape} differs from activity {act.shape}")
         low = simulate_low_count_pet_sinogram(act, mu_map, float(_spacing(affine)[0]), drf, seed)
@@ -128,13 +143,20 @@ def simulate_pet(
     return str(o)
 
 
-def simulate_thick(input: str, output: str, factor: int, thickness_mm: float | None = None, offset: int = 0) -> str:
+def simulate_thick(
+    input: str,
+    output: str,
+    factor: int,
+    thickness_mm: float | None = None,
+    offset: int = 0,
+    allow_implausible: bool = False,
+) -> str:
     """Thick-slice CT: Gaussian slice profile along z (FWHM = ``thickness_mm``, default factor x spacing) then keep
     slices offset, offset+factor, ...; the output affine places each thick slice at its thin slice's position."""
     from common.io import save_nifti
     from common.physics import simulate_thick_slices, thick_slice_affine
 
-    _, o, vol, affine = _load_input(input, output)
+    _, o, vol, affine = _load_input(input, output, "ct", allow_implausible=allow_implausible)
     thick = simulate_thick_slices(vol, float(_spacing(affine)[2]), int(factor), thickness_mm, int(offset))
     save_nifti(thick, thick_slice_affine(affine, int(factor), int(offset)), o)
     print(o)
@@ -242,8 +264,22 @@ def benchmark(
 
 
 def main() -> None:
+    """The ``restorezoo`` console command. A :class:`common.errors.UserError` (bad input, unwritable output) ends it
+    with one line ``error: <file>: <problem>`` and exit status 1 (``RESTOREZOO_TRACEBACK=1``: the traceback)."""
     import fire
 
+    from common.errors import UserError, report, traceback_requested
+
+    try:
+        _fire(fire)
+    except UserError as exc:
+        if traceback_requested():
+            raise
+        report(exc)
+        raise SystemExit(1) from None
+
+
+def _fire(fire) -> None:
     fire.Fire(
         {
             "data": data,

@@ -59,15 +59,17 @@ def check_residual_options(
 
 
 def suv_to_network(suv: np.ndarray, suv_max: float) -> torch.Tensor:
-    """SUV volume (numpy, any shape) -> network units ``2 clip(SUV, 0, suv_max) / suv_max - 1`` (the bundles'
-    ``ScaleIntensityRanged(a_min=0, a_max=suv_max, b_min=-1, b_max=1, clip=True)``), same shape and dtype."""
-    return torch.from_numpy(2 * np.clip(suv, 0, suv_max) / suv_max - 1)
+    """SUV volume (numpy, any shape) -> network units ``2 SUV / suv_max - 1`` (the bundles'
+    ``ScaleIntensityRanged(a_min=0, a_max=suv_max, b_min=-1, b_max=1, clip=False)``), same shape and dtype.
+    ``suv_max`` is a scale, not a cap: a lesion of SUV 40 maps to 4 with ``suv_max`` 16 and keeps its value."""
+    return torch.from_numpy(2 * np.asarray(suv) / suv_max - 1)
 
 
 def residual_std_map(condition: torch.Tensor, floor: float = 0.003) -> torch.Tensor:
     """Per-voxel noise-scale map of a count image, ``sqrt(max((c + 1) / 2, floor))``, same shape as ``condition``.
 
-    ``condition`` is in network units ``c = 2 SUV / suv_max - 1``, so ``(c + 1) / 2 = SUV / suv_max`` in ``[0, 1]``.
+    ``condition`` is in network units ``c = 2 SUV / suv_max - 1``, so ``(c + 1) / 2 = SUV / suv_max`` (above 1 for
+    SUVs above ``suv_max``: nothing is clipped).
     Count noise has variance proportional to the activity, so ``(full - low) / map`` has about the same amplitude
     in a lung (SUV 0.3) and a bladder (SUV 20) voxel at a given dose (a variance-stabilising scaling of the
     residual; the bundle README gives the measured residual std by activity band). ``floor`` (a fraction of

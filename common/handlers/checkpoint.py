@@ -26,6 +26,8 @@ from ignite.engine import Engine, Events
 from monai.handlers import CheckpointLoader
 
 from common.distributed import is_main_process, rank
+from common.errors import InputDataError
+from common.io.atomic import ensure_writable_dir, remove_stale_temporaries, temp_path
 
 __all__ = ["BestModelSaver", "LastCheckpointSaver", "ResumeFromLatest", "atomic_torch_save", "last_checkpoint"]
 
@@ -36,10 +38,14 @@ logger = logging.getLogger(__name__)
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` to ``path`` through a temporary file + ``os.replace`` (never a half-written file)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    ensure_writable_dir(path.parent, "checkpoint folder")
+    tmp = temp_path(path)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
@@ -71,6 +77,9 @@ class LastCheckpointSaver:
     def attach(self, engine: Engine) -> None:
         if self.engine_key:
             self.save_dict[self.engine_key] = engine
+        if is_main_process():  # a killed run's half-written checkpoints (.checkpoint_last.pt.tmp<pid>, ...)
+            for path in remove_stale_temporaries(self.ckpt_dir):
+                logger.info("removed %s, left by an interrupted run", path)
         engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self.save)
         engine.add_event_handler(Events.COMPLETED, self.save)
 
@@ -116,7 +125,7 @@ class BestModelSaver:
         epoch = self.epoch_engine.state.epoch if self.epoch_engine is not None else engine.state.epoch
         atomic_torch_save(_state(self.network), self.ckpt_dir / self.filename)
         record = self.ckpt_dir / (Path(self.filename).stem + ".json")
-        tmp = record.with_name(f".{record.name}.tmp")
+        tmp = temp_path(record)
         tmp.write_text(json.dumps({"metric_name": name, "metric": value, "epoch": epoch}, indent=2))
         os.replace(tmp, record)
         logger.info("saved best model (%s = %.4f, epoch %d) to %s", name, value, epoch, self.ckpt_dir / self.filename)
@@ -135,11 +144,28 @@ class ResumeFromLatest:
         self.engine_key = engine_key
         self.path = last_checkpoint(ckpt_dir)
 
+    def _engine_state(self) -> dict[str, int]:
+        try:
+            checkpoint = torch.load(self.path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as exc:
+            raise InputDataError(
+                self.path, f"cannot read the checkpoint to resume from ({type(exc).__name__}); delete it to start over"
+            ) from exc
+        state = checkpoint.get(self.engine_key) if self.engine_key else None
+        return state if isinstance(state, dict) else {}
+
     def attach(self, engine: Engine) -> None:
         if self.path is None:
             return
+        state = self._engine_state()
         if self.engine_key:
             self.load_dict[self.engine_key] = engine
-        logger.info("resuming from %s", self.path)
-        print(f"resuming from {self.path}", flush=True)
+        iteration, epoch_length = int(state.get("iteration", 0)), int(state.get("epoch_length") or 0)
+        epoch = int(state.get("epoch", iteration // epoch_length if epoch_length else 0))
+        # set before the run starts, so that ignite's own "Engine run resuming from ..." line is right too
+        # (CheckpointLoader restores the full state at STARTED)
+        engine.state.iteration, engine.state.epoch = iteration, epoch
+        message = f"resuming from {self.path}: {epoch} epoch(s) done (iteration {iteration}), next epoch {epoch + 1}"
+        logger.info(message)
+        print(message, flush=True)
         CheckpointLoader(load_path=self.path, load_dict=self.load_dict, map_location=self.map_location).attach(engine)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from common.io.dicom import DicomVolume, lps_to_ras, read_ct_hu, read_dicom_series
 from common.io.dicom_write import write_dicom_series
-from common.io.monai_reader import CTDicomSeriesReader, DicomSeriesReader
+from common.io.monai_reader import CTDicomSeriesReader, DicomSeriesReader, LoadVolumed, load_volume
 from common.io.monai_save import AtomicSaveImaged, SaveDicomSeriesd
 from common.io.nifti import NIFTI_SUFFIXES, load_nifti, load_nifti_with_header, nifti_suffix, save_nifti
 from common.io.suv import (
@@ -31,9 +31,11 @@ __all__ = [
     "DicomVolume",
     "F18_HALF_LIFE_S",
     "NIFTI_SUFFIXES",
+    "LoadVolumed",
     "load_nifti",
     "load_nifti_with_header",
     "load_pet_suv_nifti",
+    "load_volume",
     "lps_to_ras",
     "nifti_suffix",
     "pet_reference_datetime",

@@ -25,7 +25,6 @@ import copy
 import datetime as _dt
 import os
 import shutil
-import tempfile
 from os import PathLike
 from pathlib import Path
 
@@ -35,6 +34,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
+from common.io.atomic import ensure_writable_dir, remove_stale_temporaries, temp_path
 from common.io.dicom import DicomVolume
 
 __all__ = ["quantise", "write_dicom_series"]
@@ -130,8 +130,11 @@ def write_dicom_series(
     series_uid = generate_uid()
     now = _dt.datetime.now()
     out = Path(out_dir).expanduser()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    ensure_writable_dir(out.parent)
+    remove_stale_temporaries(out.parent)
+    stage = temp_path(out)
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir()
     paths: list[Path] = []
     try:
         for k in range(vol.shape[2]):
@@ -187,7 +190,7 @@ def write_dicom_series(
             paths.append(out / name)
         backup = None
         if out.exists():
-            backup = out.parent / f".{out.name}.old{os.getpid()}"
+            backup = temp_path(out, ".old")
             os.replace(out, backup)
         os.replace(stage, out)
         if backup is not None:

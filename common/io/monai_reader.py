@@ -1,6 +1,9 @@
-"""MONAI ``ImageReader`` s for DICOM series folders, so ``LoadImaged`` accepts NIfTI files and DICOM series folders
-alike (``LoadImaged(keys, reader=DicomSeriesReader())``: MONAI tries this reader first for folders and falls back to
-its own readers for files).
+"""Loading bundle inputs: :class:`LoadVolumed` reads a NIfTI file or a DICOM series folder, each with exactly one
+reader, and refuses anything else in one line naming the file.
+
+MONAI's ``LoadImaged(reader=...)`` is not used for inputs: when the configured reader refuses a folder it logs
+"unable to load" and silently falls back to MONAI's own DICOM readers (a PET series then arrives in Bq/mL instead of
+SUV), and it tries that reader on every NIfTI file first (the same log line, twice per item).
 
 Reading is :func:`common.io.read_ct_hu` (CT -> HU) or :func:`common.io.read_pet_suv` (PET -> SUVbw): slices sorted along
 the slice normal, geometry checked, affine in RAS+ mm (the nibabel convention of NIfTI volumes), errors naming the
@@ -11,19 +14,22 @@ file and tag. The meta data keep what :class:`common.io.SaveDicomSeriesd` needs 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from monai.data import ImageReader
+from monai.config import KeysCollection
+from monai.data import ImageReader, MetaTensor, NibabelReader
+from monai.transforms import LoadImage, MapTransform
 from monai.utils import MetaKeys, SpaceKeys, ensure_tuple
 
-from common.errors import InputDataError
+from common.errors import InputDataError, UserError
 from common.io.dicom import DicomVolume, read_ct_hu, read_dicom_series
+from common.io.nifti import nifti_suffix
 from common.io.suv import read_pet_suv
 
-__all__ = ["CTDicomSeriesReader", "DicomSeriesReader"]
+__all__ = ["CTDicomSeriesReader", "DicomSeriesReader", "LoadVolumed", "load_volume"]
 
 _READERS = {"CT": read_ct_hu, "PT": read_pet_suv}
 
@@ -85,3 +91,79 @@ class CTDicomSeriesReader(DicomSeriesReader):
 
     def __init__(self, series_uid: str | None = None) -> None:
         super().__init__(modality="CT", series_uid=series_uid)
+
+
+_DICOM_FILE_SUFFIXES = (".dcm", ".ima", ".dicom")
+
+
+def _is_dicom_file(path: Path) -> bool:
+    if path.suffix.lower() in _DICOM_FILE_SUFFIXES:
+        return True
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(132)[128:132] == b"DICM"
+    except OSError:
+        return False
+
+
+def load_volume(path: str | os.PathLike, modality: str | None = None, loader: LoadImage | None = None) -> MetaTensor:
+    """Read one input volume as a MONAI ``MetaTensor`` ``(X, Y, Z)`` (float32, affine and ``filename_or_obj`` in
+    its meta data): a NIfTI file with nibabel, or a DICOM series folder with :class:`DicomSeriesReader`
+    (``modality``: ``"CT"`` in HU, ``"PT"`` in SUVbw, ``None``: either).
+
+    Raises:
+        InputDataError: missing path, unsupported file type, a single DICOM file instead of its folder, a corrupt or
+            truncated NIfTI, an image with more than one volume (4D), or any refusal of the DICOM reader; the
+            message names the file.
+    """
+    loader = loader or LoadImage(image_only=True)
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise InputDataError(p, "file or folder not found")
+    if p.is_dir():
+        return loader(str(p), reader=DicomSeriesReader(modality=modality))
+    if not nifti_suffix(p):
+        if _is_dicom_file(p):
+            raise InputDataError(p, "a single DICOM file: pass the folder that holds the whole series")
+        raise InputDataError(p, "unsupported input: expected a NIfTI file (.nii, .nii.gz) or a DICOM series folder")
+    try:
+        img = loader(str(p), reader=NibabelReader())
+    except UserError:
+        raise
+    except Exception as exc:  # nibabel / gzip / zlib errors of a corrupt or truncated file
+        problem = " ".join(f"{type(exc).__name__}: {exc}".split())
+        raise InputDataError(p, f"cannot read NIfTI file (corrupt or truncated?): {problem}") from exc
+    extra = tuple(int(n) for n in img.shape[3:])
+    if img.ndim > 3 and any(n > 1 for n in extra):
+        shape = "x".join(str(int(n)) for n in img.shape)
+        raise InputDataError(p, f"{img.ndim}D image {shape}; expected one 3D volume")
+    if img.ndim > 3:  # trailing singleton dimensions (X, Y, Z, 1): one volume
+        while img.ndim > 3:
+            img = img.squeeze(-1)
+        img.meta[MetaKeys.ORIGINAL_CHANNEL_DIM] = float("nan")
+    return img
+
+
+class LoadVolumed(MapTransform):
+    """Load the input volume under each key with :func:`load_volume`: a drop-in for ``LoadImaged(keys,
+    image_only=True)`` (``EnsureChannelFirstd`` follows) that accepts only NIfTI files and DICOM series folders, each
+    with one reader. Values that are already loaded (tensors / arrays) pass through unchanged.
+
+    Args:
+        keys: the items' keys holding file or folder paths.
+        modality: DICOM modality the bundle accepts for series folders (``"CT"``, ``"PT"``; ``None``: either).
+    """
+
+    def __init__(self, keys: KeysCollection, modality: str | None = None, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if modality is not None and modality not in _READERS:
+            raise ValueError(f"modality must be one of {sorted(_READERS)} or None, got {modality!r}")
+        self.modality = modality
+        self._loader = LoadImage(image_only=True)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            if isinstance(d[key], str | os.PathLike):
+                d[key] = load_volume(d[key], self.modality, self._loader)
+        return d

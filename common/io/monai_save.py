@@ -17,6 +17,7 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, SaveImaged
 
 from common.errors import InputDataError
+from common.io.atomic import ensure_writable_dir, remove_stale_temporaries, temp_path
 
 __all__ = ["AtomicSaveImaged", "SaveDicomSeriesd"]
 
@@ -48,6 +49,7 @@ class AtomicSaveImaged(SaveImaged):
             savepath_in_metadict=True,
             **kwargs,
         )
+        self._cleaned: set[Path] = set()
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -60,11 +62,18 @@ class AtomicSaveImaged(SaveImaged):
             source = (meta or {}).get("filename_or_obj")
             if source and Path(str(source)).resolve() == final.resolve():
                 raise InputDataError(source, f"refusing to overwrite the input file with output key '{key}'")
-            final.parent.mkdir(parents=True, exist_ok=True)
+            ensure_writable_dir(final.parent)
+            if final.parent not in self._cleaned:  # a killed run's half-written outputs
+                remove_stale_temporaries(final.parent)
+                self._cleaned.add(final.parent)
             ext = saver.output_ext
-            tmp_stem = final.parent / f".{final.name}.tmp{os.getpid()}"
-            saver(img, meta_data=None if isinstance(img, MetaTensor) else meta, filename=str(tmp_stem))
-            os.replace(f"{tmp_stem}{ext}", final)
+            tmp_stem = temp_path(final)
+            try:
+                saver(img, meta_data=None if isinstance(img, MetaTensor) else meta, filename=str(tmp_stem))
+                os.replace(f"{tmp_stem}{ext}", final)
+            except BaseException:
+                Path(f"{tmp_stem}{ext}").unlink(missing_ok=True)
+                raise
             if isinstance(img, MetaTensor):
                 img.meta["saved_to"] = str(final)
         return d

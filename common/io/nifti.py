@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 import zlib
 from os import PathLike
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 from nibabel.filebasedimages import ImageFileError
 
 from common.errors import InputDataError
+from common.io.atomic import ensure_writable_dir, temp_path
 
 __all__ = ["NIFTI_SUFFIXES", "load_nifti", "load_nifti_with_header", "nifti_suffix", "save_nifti"]
 
@@ -153,17 +153,12 @@ def save_nifti(
     img.set_qform(affine, code=1)
     img.header.set_xyzt_units(xyz="mm", t="sec")
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    ensure_writable_dir(path.parent)
+    tmp = temp_path(path, suffix)
     try:
         nib.save(img, str(tmp))
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

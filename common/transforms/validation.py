@@ -20,6 +20,13 @@ __all__ = ["CheckPaird", "ValidateImaged", "source_of", "validate_image"]
 
 _KINDS = ("ct", "pet", "any")
 
+# Plausible ranges of the units the bundles expect (overridable with ``allow_implausible``).
+SUV_PLAUSIBLE_MAX = 500.0  # body-weight SUV: tissue 0.3-10, lesions / bladder up to ~100; Bq/mL images reach 1e4-1e6
+SUV_PLAUSIBLE_PEAK = 0.2  # an SUV image peaks well above this (background tissue alone is ~0.3-1)
+HU_AIR_CEILING = -200.0  # a CT image holds air (-1000 HU) outside the body or in the lungs
+HU_RANGE = (-3000.0, 40000.0)
+_OVERRIDE = "set allow_implausible (--allow_implausible true) to run anyway"
+
 
 def source_of(x: Any, fallback: str | None = None) -> str:
     """The file name a (Meta)Tensor was loaded from, or ``fallback``."""
@@ -48,6 +55,7 @@ def validate_image(
     min_size: int = 4,
     spacing_range_mm: tuple[float, float] = (0.05, 30.0),
     negative_tolerance: float = 0.1,
+    allow_implausible: bool = False,
 ) -> None:
     """Check one image and raise :class:`InputDataError` naming ``source`` on the first problem.
 
@@ -60,6 +68,9 @@ def validate_image(
         spacing_range_mm: plausible voxel spacing (checked when the tensor carries MONAI spacing metadata).
         negative_tolerance: PET only: the minimum may not be below ``-negative_tolerance * max`` (reconstructions
             may have slightly negative voxels; a strongly negative image is corrupt or not activity).
+        allow_implausible: skip the unit plausibility checks (CT: air below ``HU_AIR_CEILING``; PET: a peak between
+            ``SUV_PLAUSIBLE_PEAK`` and ``SUV_PLAUSIBLE_MAX``), for data the user knows to be right. Structural checks
+            (shape, NaN/Inf, constant, normalised [0, 1] CT, impossible HU, negative activity) always apply.
     """
     if kind not in _KINDS:
         raise ValueError(f"kind must be one of {_KINDS}, got {kind!r}")
@@ -94,14 +105,34 @@ def validate_image(
                 f"values lie in [{lo:.3g}, {hi:.3g}]: this looks like a normalised image, not Hounsfield units "
                 "(expected air near -1000 HU and soft tissue near 40 HU)",
             )
-        if lo < -3000.0 or hi > 40000.0:
+        if lo < HU_RANGE[0] or hi > HU_RANGE[1]:
             raise InputDataError(source, f"values [{lo:.4g}, {hi:.4g}] are outside any plausible HU range")
-    if kind == "pet" and hi > 0 and lo < -negative_tolerance * hi:
-        raise InputDataError(
-            source, f"negative activity: minimum {lo:.4g} is below -{negative_tolerance:g} x maximum ({hi:.4g})"
-        )
-    if kind == "pet" and hi <= 0:
-        raise InputDataError(source, f"no positive activity (maximum {hi:.4g})")
+        if lo > HU_AIR_CEILING and not allow_implausible:
+            raise InputDataError(
+                source,
+                f"no voxel below {HU_AIR_CEILING:g} HU (values [{lo:.4g}, {hi:.4g}]): a CT in Hounsfield units holds "
+                "air near -1000 HU; stored values without the -1024 rescale intercept? Convert to HU (restorezoo "
+                f"dicom2nifti does), or {_OVERRIDE}",
+            )
+    if kind == "pet":
+        if hi <= 0:
+            raise InputDataError(source, f"no positive activity (maximum {hi:.4g})")
+        if lo < -negative_tolerance * hi:
+            raise InputDataError(
+                source, f"negative activity: minimum {lo:.4g} is below -{negative_tolerance:g} x maximum ({hi:.4g})"
+            )
+        if hi > SUV_PLAUSIBLE_MAX and not allow_implausible:
+            raise InputDataError(
+                source,
+                f"maximum {hi:.4g} is not a body-weight SUV (expected at most {SUV_PLAUSIBLE_MAX:g}): this looks like "
+                f"Bq/mL or counts; convert to SUV (restorezoo dicom2nifti does, from the DICOM tags), or {_OVERRIDE}",
+            )
+        if hi < SUV_PLAUSIBLE_PEAK and not allow_implausible:
+            raise InputDataError(
+                source,
+                f"maximum {hi:.4g} is too low for a body-weight SUV image (tissue is 0.3-10 SUV): MBq/mL or a "
+                f"normalised image? Convert to SUV, or {_OVERRIDE}",
+            )
 
 
 class ValidateImaged(MapTransform):
@@ -115,6 +146,7 @@ class ValidateImaged(MapTransform):
         min_size: int = 4,
         spacing_range_mm: Sequence[float] = (0.05, 30.0),
         negative_tolerance: float = 0.1,
+        allow_implausible: bool = False,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
@@ -124,6 +156,7 @@ class ValidateImaged(MapTransform):
             min_size=min_size,
             spacing_range_mm=tuple(float(s) for s in spacing_range_mm),
             negative_tolerance=negative_tolerance,
+            allow_implausible=bool(allow_implausible),
         )
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:

@@ -1,0 +1,80 @@
+"""Atomic writes: temporary names, leftovers of killed runs, and output folders that cannot be written.
+
+Every output of the project is written under a hidden temporary name in its destination folder and renamed into
+place, so a reader never sees a half-written file. The temporary name carries the writer's process id
+(``.<name>.tmp<pid>[<suffix>]``): a run that is killed mid-write leaves such a file behind, and the next run in that
+folder removes it (:func:`remove_stale_temporaries`) unless its process is still alive.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+from os import PathLike
+from pathlib import Path
+
+from common.errors import OutputError
+
+__all__ = ["ensure_writable_dir", "remove_stale_temporaries", "temp_path"]
+
+_TEMP = re.compile(r"^\..+\.tmp(?P<pid>\d+)(\.[^/]*)?$")
+
+
+def temp_path(path: str | PathLike, suffix: str = "") -> Path:
+    """The temporary name for writing ``path``: ``<folder>/.<name>.tmp<pid><suffix>`` (``suffix`` for writers that
+    pick the format from the extension, e.g. ``.nii.gz``)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.tmp{os.getpid()}{suffix}")
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | PathLike) -> list[Path]:
+    """Delete the temporary files / folders (:func:`temp_path` names) in ``folder`` whose writing process is gone;
+    returns what was removed. Anything else in the folder is left alone."""
+    folder = Path(folder)
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for entry in folder.iterdir():
+        m = _TEMP.match(entry.name)
+        if m is None or _alive(int(m.group("pid"))):
+            continue
+        with contextlib.suppress(OSError):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+            removed.append(entry)
+    return removed
+
+
+def ensure_writable_dir(folder: str | PathLike, what: str = "output folder") -> Path:
+    """Create ``folder`` if needed and check that files can be created in it; raises :class:`OutputError` naming
+    the folder (not a hidden temporary file) when it cannot be created or written."""
+    folder = Path(folder).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(folder, f"cannot create the {what}: {exc.strerror or exc}") from exc
+    if not folder.is_dir():
+        raise OutputError(folder, f"the {what} is not a folder")
+    probe = temp_path(folder / "write-probe")
+    try:  # a real file: os.access says yes to root on a read-only mount
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise OutputError(folder, f"the {what} is not writable: {exc.strerror or exc}") from exc
+    return folder
