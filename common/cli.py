@@ -28,30 +28,30 @@ __all__ = ["main"]
 def _load_input(
     inp: str, out: str, kind: str, ndims: tuple[int, ...] = (3,), allow_implausible: bool = False
 ) -> tuple[Path, Path, np.ndarray, np.ndarray]:
-    """Check the input exists, is not the output, has ``ndims`` dimensions and passes
+    """Read the input as the bundles do (:func:`common.io.load_volume`: a NIfTI file or a DICOM series folder,
+    CT in HU, PET in SUV), check it is not the output, has ``ndims`` dimensions and passes
     :func:`common.transforms.validate_image` for ``kind`` (``"ct"``: HU, ``"pet"``: SUV); returns ``(input, output,
     array, affine)``."""
-    from common.io import load_nifti
+    from common.io import load_volume
     from common.transforms.validation import validate_image
 
     i, o = Path(inp).expanduser(), Path(out).expanduser()
-    if not i.exists():
-        raise InputDataError(i, "input does not exist")
     if o.resolve() == i.resolve():
         raise InputDataError(i, "output path is the input path: refusing to overwrite the input")
-    array, affine = load_nifti(i)
-    if array.ndim not in ndims:
+    volume = load_volume(i, modality={"ct": "CT", "pet": "PT"}[kind])
+    if volume.ndim not in ndims:
         kinds = " or ".join(f"{n}D" for n in ndims)
-        raise InputDataError(i, f"expected a {kinds} image, got shape {array.shape}")
+        raise InputDataError(i, f"expected a {kinds} image, got shape {tuple(volume.shape)}")
     validate_image(
-        array,
+        volume,
         str(i),
         kind=kind,
-        spatial_dims=array.ndim,
+        spatial_dims=volume.ndim,
         channel_first=False,
         min_size=1,
         allow_implausible=allow_implausible,
     )
+    array, affine = volume.numpy().astype(np.float32), volume.affine.numpy().astype(np.float64)
     return i, o, array, affine
 
 
@@ -166,8 +166,11 @@ def simulate_thick(
 def dicom2nifti(series: str, output: str, series_uid: str | None = None) -> str:
     """Convert a DICOM / Siemens IMA series folder to NIfTI: CT in HU, PET in body-weight SUV."""
     from common.io import read_dicom_series, read_pet_suv, save_nifti
+    from common.io.monai_reader import SINGLE_DICOM_FILE
 
     src = Path(series).expanduser()
+    if src.is_file():
+        raise InputDataError(src, SINGLE_DICOM_FILE)
     vol = read_dicom_series(src, series_uid=series_uid)
     if vol.modality == "PT":
         vol = read_pet_suv(src, series_uid=series_uid)

@@ -187,7 +187,7 @@ def inference_items(
     if input_file:
         p = Path(input_file).expanduser()
         if not (p.is_file() or p.is_dir()):  # a volume file, or a DICOM series folder for bundles that read them
-            raise InputDataError(p, "input file or series folder does not exist")
+            raise InputDataError(p, "input file or series folder not found")
         return [{"image": str(p)}]
     path = resolve_datalist(dataset_dir, build_default, work_dir)
     try:

@@ -7,6 +7,7 @@ Bad input raises :class:`common.errors.InputDataError` naming the file (and DICO
 
 from __future__ import annotations
 
+from common.io.atomic import ensure_writable_dir
 from common.io.dicom import DicomVolume, lps_to_ras, read_ct_hu, read_dicom_series
 from common.io.dicom_write import write_dicom_series
 from common.io.monai_reader import CTDicomSeriesReader, DicomSeriesReader, LoadVolumed, load_volume
@@ -32,6 +33,7 @@ __all__ = [
     "F18_HALF_LIFE_S",
     "NIFTI_SUFFIXES",
     "LoadVolumed",
+    "ensure_writable_dir",
     "load_nifti",
     "load_nifti_with_header",
     "load_pet_suv_nifti",

@@ -94,6 +94,7 @@ class CTDicomSeriesReader(DicomSeriesReader):
 
 
 _DICOM_FILE_SUFFIXES = (".dcm", ".ima", ".dicom")
+SINGLE_DICOM_FILE = "a single DICOM file: pass the folder that holds the whole series"
 
 
 def _is_dicom_file(path: Path) -> bool:
@@ -124,7 +125,7 @@ def load_volume(path: str | os.PathLike, modality: str | None = None, loader: Lo
         return loader(str(p), reader=DicomSeriesReader(modality=modality))
     if not nifti_suffix(p):
         if _is_dicom_file(p):
-            raise InputDataError(p, "a single DICOM file: pass the folder that holds the whole series")
+            raise InputDataError(p, SINGLE_DICOM_FILE)
         raise InputDataError(p, "unsupported input: expected a NIfTI file (.nii, .nii.gz) or a DICOM series folder")
     try:
         img = loader(str(p), reader=NibabelReader())

@@ -18,6 +18,7 @@ from monai.transforms import MapTransform, SaveImaged
 
 from common.errors import InputDataError
 from common.io.atomic import ensure_writable_dir, remove_stale_temporaries, temp_path
+from common.io.nifti import nifti_suffix, save_nifti
 
 __all__ = ["AtomicSaveImaged", "SaveDicomSeriesd"]
 
@@ -50,6 +51,7 @@ class AtomicSaveImaged(SaveImaged):
             **kwargs,
         )
         self._cleaned: set[Path] = set()
+        self._dtype = dtype
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -57,6 +59,7 @@ class AtomicSaveImaged(SaveImaged):
         for key in self.key_iterator(d):
             img = d[key]
             meta = img.meta if isinstance(img, MetaTensor) else d.get(f"{key}_meta_dict")
+            ensure_writable_dir(saver.folder_layout.output_dir)  # before MONAI's makedirs: one line naming it
             kw = saver.fname_formatter(meta, saver)
             final = Path(saver.folder_layout.filename(**kw))
             source = (meta or {}).get("filename_or_obj")
@@ -66,6 +69,13 @@ class AtomicSaveImaged(SaveImaged):
             if final.parent not in self._cleaned:  # a killed run's half-written outputs
                 remove_stale_temporaries(final.parent)
                 self._cleaned.add(final.parent)
+            if isinstance(img, MetaTensor) and img.ndim == 4 and img.shape[0] == 1 and nifti_suffix(final):
+                # one (X, Y, Z) volume: written by save_nifti, which keeps a one-slice Z (MONAI's writer squeezes
+                # every trailing singleton dimension, so a one-slice CT came back 2D)
+                array = img[0].detach().cpu().numpy()
+                save_nifti(array, img.affine.cpu().numpy(), final, dtype=self._dtype, overwrite=True)
+                img.meta["saved_to"] = str(final)
+                continue
             ext = saver.output_ext
             tmp_stem = temp_path(final)
             try:

@@ -52,7 +52,7 @@ def validate_image(
     kind: str = "any",
     spatial_dims: int = 3,
     channel_first: bool = True,
-    min_size: int = 4,
+    min_size: int | Sequence[int] = 4,
     spacing_range_mm: tuple[float, float] = (0.05, 30.0),
     negative_tolerance: float = 0.1,
     allow_implausible: bool = False,
@@ -64,7 +64,8 @@ def validate_image(
         kind: ``"ct"`` (values must look like HU, not a [0, 1] normalisation), ``"pet"`` (activity must not be
             substantially negative) or ``"any"``.
         spatial_dims: expected number of spatial dimensions (3 for volumes).
-        min_size: smallest allowed size of each spatial dimension, in voxels.
+        min_size: smallest allowed size of each spatial dimension, in voxels (one number for all, or one per axis,
+            e.g. ``(4, 4, 1)`` for a slice-wise network that accepts a single slice).
         spacing_range_mm: plausible voxel spacing (checked when the tensor carries MONAI spacing metadata).
         negative_tolerance: PET only: the minimum may not be below ``-negative_tolerance * max`` (reconstructions
             may have slightly negative voxels; a strongly negative image is corrupt or not activity).
@@ -80,8 +81,11 @@ def validate_image(
         raise InputDataError(
             source, f"expected a {spatial_dims}D image (X, Y{', Z' if spatial_dims == 3 else ''}), got shape {shape}"
         )
-    if min(shape) < min_size:
-        raise InputDataError(source, f"image shape {shape} has a dimension smaller than {min_size} voxels")
+    minimum = (int(min_size),) * len(shape) if isinstance(min_size, int | float) else tuple(int(m) for m in min_size)
+    if len(minimum) != len(shape):
+        raise ValueError(f"min_size {min_size} does not match the {len(shape)} spatial dimensions")
+    if any(n < m for n, m in zip(shape, minimum, strict=True)):
+        raise InputDataError(source, f"image shape {shape} is too small for this network (at least {minimum} voxels)")
     if not torch.is_floating_point(t):
         t = t.float()
     finite = torch.isfinite(t)
@@ -95,9 +99,8 @@ def validate_image(
     if spacing is not None and spacing.size:
         sp = spacing[:spatial_dims]
         if np.any(~np.isfinite(sp)) or np.any(sp < spacing_range_mm[0]) or np.any(sp > spacing_range_mm[1]):
-            raise InputDataError(
-                source, f"implausible voxel spacing {tuple(np.round(sp, 4))} mm (expected {spacing_range_mm} mm)"
-            )
+            shown = tuple(round(float(v), 4) for v in sp)
+            raise InputDataError(source, f"implausible voxel spacing {shown} mm (expected {spacing_range_mm} mm)")
     if kind == "ct":
         if lo >= -2.0 and hi <= 2.0:
             raise InputDataError(
@@ -143,7 +146,7 @@ class ValidateImaged(MapTransform):
         keys: KeysCollection,
         kind: str = "any",
         spatial_dims: int = 3,
-        min_size: int = 4,
+        min_size: int | Sequence[int] = 4,
         spacing_range_mm: Sequence[float] = (0.05, 30.0),
         negative_tolerance: float = 0.1,
         allow_implausible: bool = False,
