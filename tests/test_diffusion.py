@@ -384,3 +384,41 @@ def test_residual_by_activity_script_reports_the_plain_residual_growing_and_the_
     plain, normed = np.array(res["plain"]), np.array(res["sqrt"])
     assert np.isnan(plain[0]) and np.isnan(plain[4])  # no background, nothing >= SUV 8
     assert plain[3] / plain[1] > 3.0 and normed[3] / normed[1] < 1.2
+
+
+def test_bundle_pipeline_keeps_a_suv_40_lesion():
+    """inference.yaml's preprocessing -> sampler -> postprocessing with a network that knows the answer (zero
+    residual: the output is the input) returns a SUV 40 lesion at SUV 40 (the former clip at SUV 16 flattened it)."""
+    import tempfile
+
+    import numpy as np
+    from monai.bundle import ConfigParser
+    from monai.data import MetaTensor
+
+    from conftest import ROOT
+
+    bundle = ROOT / "bundles" / "pet_lowdose_ddpm3d"
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.yaml"))
+    with tempfile.TemporaryDirectory() as tmp:
+        parser.update({"bundle_root": str(bundle), "output_dir": tmp, "roi_size": [16, 16, 16], "num_samples": 2})
+        pre, post = parser.get_parsed_content("preprocessing"), parser.get_parsed_content("postprocessing")
+        inferer = parser.get_parsed_content("inferer")
+        ac = inferer.scheduler.alphas_cumprod
+
+        def zero_residual_v(x: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+            a = ac[timesteps].view(-1, 1, 1, 1, 1).to(x.dtype)
+            return (a / (1 - a)).sqrt() * x[:, :1]  # v of x_t when x_0 = 0 (x_t is pure noise)
+
+        suv = np.full((20, 18, 16), 1.0, np.float32)
+        suv[8:12, 7:11, 6:10] = 40.0
+        suv[2:4, 2:4, 2:4] = 12.0
+        image = MetaTensor(torch.from_numpy(suv)[None], affine=torch.eye(4), meta={"filename_or_obj": "lesion.nii.gz"})
+        item = pre.transforms[-1]({"image": image})  # the SUV -> network-unit scaling (after loading + checks)
+        assert float(item["image"].max()) > 1.0  # not clipped at the scale
+        out = inferer(item["image"][None], zero_residual_v)
+        item["pred"] = out[0]
+        result = post(item)
+        pred = result["pred"][0].numpy()
+    assert abs(float(pred.max()) - 40.0) < 0.01 * 40.0
+    np.testing.assert_allclose(pred, suv, rtol=1e-3, atol=1e-3)
