@@ -557,3 +557,29 @@ def test_dicom_pet_reaches_the_network_in_suv(tmp_path: Path) -> None:
     raw_max = float(pydicom.dcmread(paths[6]).pixel_array.max()) * 5.0
     image = LoadVolumed("image", modality="PT")({"image": str(series)})["image"]
     assert raw_max > 1000 and float(torch.as_tensor(image).max()) < 50
+
+
+def test_mismatched_pair_is_refused_in_evaluation(tmp_path: Path, weights, overlays) -> None:
+    """evaluate.yaml with a datalist whose low-dose / full-dose pair differ in shape: one line naming both files."""
+    import json
+
+    from monai.bundle import ConfigWorkflow
+
+    low = _nifti(tmp_path / "low.nii.gz", _pet())
+    full = _nifti(tmp_path / "full.nii.gz", _pet((24, 20, 12)))
+    (tmp_path / "datalist.json").write_text(json.dumps({"test": [{"image": "low.nii.gz", "label": "full.nii.gz",
+                                                                   "drf": 20}]}))  # fmt: skip
+    configs = ROOT / "bundles" / "pet_lowdose_film_unet" / "configs"
+    workflow = ConfigWorkflow(
+        config_file=[str(configs / "inference.yaml"), str(configs / "evaluate.yaml"), str(overlays[PET_BUNDLES[0]])],
+        workflow_type=None,
+        dataset_dir=str(tmp_path / "datalist.json"),
+        output_dir=str(tmp_path / "out"),
+        ckpt_path=str(weights[PET_BUNDLES[0]]),
+    )
+    with pytest.raises(Exception) as info:
+        workflow.initialize()
+        workflow.run()
+    line = one_line(find_user_error(info.value))
+    assert str(low) in line and str(full) in line and "mismatched pair: shapes (24, 20, 16) and (24, 20, 12)" in line
+    assert not any(p.suffix == ".gz" for p in (tmp_path / "out").rglob("*"))

@@ -392,10 +392,9 @@ def test_bundle_pipeline_keeps_a_suv_40_lesion():
     import tempfile
 
     import numpy as np
+    from conftest import ROOT
     from monai.bundle import ConfigParser
     from monai.data import MetaTensor
-
-    from conftest import ROOT
 
     bundle = ROOT / "bundles" / "pet_lowdose_ddpm3d"
     parser = ConfigParser()
@@ -426,7 +425,6 @@ def test_bundle_pipeline_keeps_a_suv_40_lesion():
 
 def test_suv_fidelity_script_measures_lesion_liver_and_hot_voxel_bias():
     import numpy as np
-
     from conftest import ROOT, load_script
 
     mod = load_script(ROOT / "bundles" / "pet_lowdose_ddpm3d" / "scripts" / "suv_fidelity.py")
