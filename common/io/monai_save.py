@@ -65,7 +65,6 @@ class AtomicSaveImaged(SaveImaged):
             source = (meta or {}).get("filename_or_obj")
             if source and Path(str(source)).resolve() == final.resolve():
                 raise InputDataError(source, f"refusing to overwrite the input file with output key '{key}'")
-            ensure_writable_dir(final.parent)
             if final.parent not in self._cleaned:  # a killed run's half-written outputs
                 remove_stale_temporaries(final.parent)
                 self._cleaned.add(final.parent)
