@@ -109,7 +109,7 @@ def test_smoke_train_resume_infer(bundle, tmp_path, data_cache):
     assert list((tmp_path / "eval" / "tensorboard").glob("events.*")), "no TensorBoard log"
     # interrupted-and-rerun: picks up the last checkpoint and trains only the missing epoch
     out2 = run_bundle(["run", "training", "--config_file", train, "--max_epochs=2", *common], cwd=bundle)
-    assert f"resuming from {ckpt}" in out2.stdout
+    assert f"resuming from {ckpt}: 1 epoch(s) done" in out2.stdout
     state = torch.load(ckpt, map_location="cpu", weights_only=False)["trainer"]
     assert state["iteration"] == state["epoch_length"] * 2 and state["max_epochs"] == 2
     infer = f"['{configs / 'inference.yaml'}','{configs / 'smoke.yaml'}']"
