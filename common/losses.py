@@ -242,7 +242,7 @@ class AnatomicalPerceptionLoss(_LossWithFrozenParts):
 
 
 class DistillationLoss(_LossWithFrozenParts):
-    """Teacher-student latent distillation (``ct_lowdose_anatomy_distill``, METHODS.md section 3).
+    """Teacher-student latent distillation (``ct_lowdose_anatomy_distill``; recipe in its docs/README.md).
 
     ``loss = latent_weight * MSE(z_s, z_t) + image_weight * [L1 + ssim_weight * (1 - SSIM)](y_s, y)
     + gradient_weight * SobelL1(y_s, y) + feature_weight * sum_l MSE(f_s_l, f_t_l)``

@@ -67,7 +67,7 @@ def test_cli_simulate_pet_and_thick(tmp_path):
     low = nib.load(str(tmp_path / "low.nii.gz"))
     np.testing.assert_allclose(low.affine, affine, atol=1e-5)
     rel = low.get_fdata().std() / 2.0
-    assert 0.05 < rel < 0.2  # ~10 % at DRF 20 (METHODS.md: 10.1 %)
+    assert 0.05 < rel < 0.2  # ~10 % at DRF 20 (calibration target 10.1 %, docs/physics.md)
     proc = _cli("simulate-thick", str(src), str(tmp_path / "thick.nii.gz"), "--factor", "4")
     assert proc.returncode == 0, proc.stderr
     thick = nib.load(str(tmp_path / "thick.nii.gz"))

@@ -84,7 +84,7 @@ def test_full_size_parameter_count() -> None:
     assert abs(counts["backbone"] - conv) <= 0.02 * conv
     assert counts["film"] == film
     assert counts["total"] == counts["backbone"] + counts["film"]
-    assert 13.5e6 < counts["backbone"] < 14.2e6  # measured 13,825,651 (METHODS' "about 10.6 M" does not hold)
+    assert 13.5e6 < counts["backbone"] < 14.2e6  # measured 13,825,651 (the paper's "about 10.6 M" does not hold)
 
 
 # ------------------------------------------------------------------------------------------------ FiLM

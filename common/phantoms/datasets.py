@@ -53,7 +53,7 @@ DATALIST_NAME = "datalist.json"
 ENV_DATA_DIR = "RESTOREZOO_DATA"
 
 # PET: the fast route's count scale is calibrated so that a uniform region at this SUV (a typical liver) has the
-# METHODS.md OSEM noise at DRF 1 (2.3 %); every PET volume of a dataset shares the scale.
+# OSEM calibration target at DRF 1 (2.3 %, docs/physics.md); every PET volume of a dataset shares the scale.
 PET_REFERENCE_SUV = 2.0
 PET_REFERENCE_NOISE_AT_DRF1 = 0.023
 

@@ -1,6 +1,6 @@
 """Projection-domain low-dose CT simulation (parallel beam, per axial slice).
 
-Model (METHODS.md, "Low-dose physics"), for every axial slice of an ``(X, Y)`` or ``(X, Y, Z)`` HU array:
+Model (docs/physics.md), for every axial slice of an ``(X, Y)`` or ``(X, Y, Z)`` HU array:
 
 1. ``mu = mu_water * (1 + HU / 1000)`` in 1/mm, clipped at 0 (air / padding below -1000 HU has no attenuation);
 2. clean line integrals ``p = pixel_mm * R mu`` (dimensionless), computed ONCE per simulator and reused for every
@@ -44,7 +44,7 @@ class CTAcquisition:
             simulation studies, e.g. the TIGRE toolbox ``addCTnoise`` defaults).
         n_views: projection angles evenly spaced over 180 degrees (parallel beam).
         electronic_noise_std: standard deviation of the additive Gaussian detector noise, in counts. The default
-            4 counts reproduces the dose-noise curve measured for METHODS.md (20 cm water, 0.7 mm, 720 views:
+            4 counts reproduces the dose-noise curve of docs/physics.md (20 cm water, 0.7 mm, 720 views:
             35.7 / 51.0 / 72.8 / 117.2 HU at 100 / 50 / 25 / 10 %, i.e. 3.8 % above 1/sqrt(dose) at 10 %). The
             TIGRE toolbox demo uses 10 counts with I0 = 1e5, which puts the 10 % noise ~18 % above 1/sqrt(dose)
             (~215 photons reach the detector behind 20 cm of water at 10 % dose).

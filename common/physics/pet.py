@@ -7,7 +7,7 @@ Fast image-domain route (training-time augmentation, tests)::
 ``x`` is the activity (any unit, >= 0), ``c`` the expected counts per voxel per unit of activity at DRF 1 and
 ``G_sigma`` a normalised discrete 3D Gaussian (the reconstruction's noise correlation). In a uniform region of
 activity ``a`` the relative noise std is ``sqrt(DRF / (c * a) * sum(k**2))`` where ``sum(k**2)`` is the squared-norm
-of the discrete kernel: it grows like ``sqrt(DRF)``, as the OSEM measurements of METHODS.md do
+of the discrete kernel: it grows like ``sqrt(DRF)``, as the OSEM calibration targets of docs/physics.md do
 (2.3 / 4.6 / 7.2 / 10.1 / 15.8 / 22.1 % at DRF 1 / 4 / 10 / 20 / 50 / 100). :func:`calibrate_count_scale` solves for
 ``c``. The mean is preserved exactly (``E[Poisson(x c / DRF) DRF / c] = x``). The output is NOT clipped: it can be
 slightly negative in cold voxels next to hot ones (the smoothed zero-mean noise leaks into them); clipping would bias
@@ -51,7 +51,7 @@ __all__ = [
     "simulate_low_count_pet_sinogram",
 ]
 
-# Relative noise std (fraction of the mean) measured in a brain phantom after OSEM, by DRF (METHODS.md).
+# Relative noise std (fraction of the mean) measured in a brain phantom after OSEM, by DRF (docs/physics.md).
 MEASURED_OSEM_REL_NOISE: dict[int, float] = {1: 0.023, 4: 0.046, 10: 0.072, 20: 0.101, 50: 0.158, 100: 0.221}
 
 _SLAB_ELEMENTS = 1 << 23  # sinogram route: slices reconstructed together (N * N * z voxels), bounds memory
@@ -225,7 +225,7 @@ class PETScanner:
         trues_per_voxel: expected unattenuated true counts emitted at DRF 1 by a voxel at the mean activity of the
             active voxels (activity >= 10 % of the 99.5th percentile) — the count level, independent of the activity
             unit. The default (set on a 18 cm uniform water cylinder, 2 mm voxels, 128^2 slices, central 8 cm) gives
-            2.3 % relative noise at DRF 1, the METHODS.md brain-phantom figure.
+            2.3 % relative noise at DRF 1, the docs/physics.md brain-phantom target.
     """
 
     n_views: int = 96

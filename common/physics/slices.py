@@ -2,7 +2,7 @@
 
 Simulation: a Gaussian slice-sensitivity profile along z with FWHM = slice thickness
 (``sigma = FWHM / (2 sqrt(2 ln 2)) ~ FWHM / 2.355``, in thin-slice units), then decimation by the integer ``factor``.
-The thin volume's own slice profile is ignored (the thick profile is applied on top of it), as METHODS.md states.
+The thin volume's own slice profile is ignored (the thick profile is applied on top of it; docs/physics.md).
 Boundary: ``'nearest'`` (edge slices repeated), so a constant volume stays constant up to the edges.
 
 Exact grid correspondence (integer thin-slice indices, no half-slice shift):
