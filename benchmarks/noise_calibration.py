@@ -63,9 +63,8 @@ def main() -> None:
     parser.add_argument("--ct_doses", type=float, nargs="+", default=[1.0, 0.5, 0.25, 0.1])
     parser.add_argument("--size", type=int, default=512)
     args = parser.parse_args()
-    print(
-        "| CT dose | noise std centre (HU) | noise std edge (HU) | edge / centre | bias centre (HU) | std x sqrt(dose) / std(100 %) |"
-    )  # noqa: E501
+    head = ["CT dose", "noise std centre (HU)", "noise std edge (HU)", "edge / centre", "bias centre (HU)"]
+    print("| " + " | ".join([*head, "std x sqrt(dose) / std(100 %)"]) + " |")
     print("|---|---|---|---|---|---|")
     for row in ct_table(args.ct_doses, args.size):
         print(

@@ -1,6 +1,7 @@
 """Feat-KPN: feature-space kernel prediction network for 2D low-dose CT denoising (bundle ``ct_lowdose_featkpn``).
 
-Architecture (bundles/ct_lowdose_featkpn/docs/README.md; ~1.00 M parameters with ``nf = nk = 16``, ``k = 5``; no normalisation layers):
+Architecture (bundles/ct_lowdose_featkpn/docs/README.md; ~1.00 M parameters with ``nf = nk = 16``, ``k = 5``;
+no normalisation layers):
 
 - restoration encoder, three scales: full resolution ``conv3 1->nf`` + 2 ResBlocks; 1/2: stride-2 ``conv3 nf->2nf``
   + 2 ResBlocks; 1/4: stride-2 ``conv3 2nf->4nf`` + 2 ResBlocks. Each level is projected by ``conv3`` + LeakyReLU to

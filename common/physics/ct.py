@@ -44,8 +44,9 @@ class CTAcquisition:
             simulation studies, e.g. the TIGRE toolbox ``addCTnoise`` defaults).
         n_views: projection angles evenly spaced over 180 degrees (parallel beam).
         electronic_noise_std: standard deviation of the additive Gaussian detector noise, in counts. The default
-            4 counts reproduces the dose-noise curve of docs/physics.md (20 cm water, 0.7 mm, 720 views:
-            35.7 / 51.0 / 72.8 / 117.2 HU at 100 / 50 / 25 / 10 %, i.e. 3.8 % above 1/sqrt(dose) at 10 %). The
+            4 counts gives the dose-noise curve of docs/physics.md (``benchmarks/noise_calibration.py``: 20 cm water,
+            0.7 mm, 720 views: 35.5 / 50.9 / 72.8 / 117.0 HU at 100 / 50 / 25 / 10 %, 4.2 % above 1/sqrt(dose) at
+            10 %). The
             TIGRE toolbox demo uses 10 counts with I0 = 1e5, which puts the 10 % noise ~18 % above 1/sqrt(dose)
             (~215 photons reach the detector behind 20 cm of water at 10 % dose).
         mu_water_per_mm: linear attenuation of water (1/mm) at the effective energy (~70 keV).
