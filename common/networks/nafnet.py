@@ -5,12 +5,12 @@ dwconv3x3(conv1x1(LN(x))))))``, ``out = y + gamma * conv1x1(SimpleGate(conv1x1(L
 zero-initialised (every block starts as the identity), SimpleGate = split channels in two halves and multiply, SCA =
 simplified channel attention (global average pool, 1x1 conv, multiply).
 
-Encoder (bundles/ct_lowdose_anatomy_distill/docs/README.md): conv3 ``1 -> 32``; three stride-2 conv3 ``32 -> 64 ->
-128 -> 256``; 8 NAFBlocks at width 256 (1/8 resolution); 1x1 conv ``256 -> 512`` = latent ``z`` ``(B, 512, H/8,
-W/8)``. It also returns the feature maps at 1, 1/2, 1/4 and 1/8 (after the blocks) resolution for feature
-distillation. The student encoder adds dose conditioning: the dose fraction ``d`` (0.25 = 25 %) -> MLP ``1 -> 64 ->
-64`` (ReLU) -> per body block an SFT layer (``Linear 64 -> 2 * 256`` -> scale, shift; ``x * (1 + scale) + shift``,
-zero-initialised) applied before the block.
+Encoder (bundles/ct_lowdose_anatomy_distill/docs/README.md): conv3 ``1 -> 32``; three stride-2 conv3
+``32 -> 64 -> 128 -> 256``; 8 NAFBlocks at width 256 (1/8 resolution); 1x1 conv ``256 -> 512`` = latent ``z``
+``(B, 512, H/8, W/8)``. It also returns the feature maps at 1, 1/2, 1/4 and 1/8 (after the blocks) resolution for
+feature distillation. The student encoder adds dose conditioning: the dose fraction ``d`` (0.25 = 25 %) -> MLP
+``1 -> 64 -> 64`` (ReLU) -> per body block an SFT layer (``Linear 64 -> 2 * 256`` -> scale, shift;
+``x * (1 + scale) + shift``, zero-initialised) applied before the block.
 
 Decoder (shared by teacher and student): 1x1 ``512 -> 256``, 8 NAFBlocks, three transposed conv (k3, s2)
 ``256 -> 128 -> 64 -> 32``, conv3 ``32 -> 1``, tanh (images in [-1, 1]).
