@@ -1,9 +1,10 @@
 """Atomic writes: temporary names, leftovers of killed runs, and output folders that cannot be written.
 
 Every output of the project is written under a hidden temporary name in its destination folder and renamed into
-place, so a reader never sees a half-written file. The temporary name carries the writer's process id
-(``.<name>.tmp<pid>[<suffix>]``): a run that is killed mid-write leaves such a file behind, and the next run in that
-folder removes it (:func:`remove_stale_temporaries`) unless its process is still alive.
+place, so a reader never sees a half-written file. The temporary name carries the writer's process and thread ids
+(``.<name>.tmp<pid>.<thread><suffix>``, so threads writing in one folder never share one): a run that is killed
+mid-write leaves such a file behind, and the next run in that folder removes it (:func:`remove_stale_temporaries`)
+unless its process is still alive.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import contextlib
 import os
 import re
 import shutil
+import threading
 from os import PathLike
 from pathlib import Path
 
@@ -23,10 +25,10 @@ _TEMP = re.compile(r"^\..+\.tmp(?P<pid>\d+)(\.[^/]*)?$")
 
 
 def temp_path(path: str | PathLike, suffix: str = "") -> Path:
-    """The temporary name for writing ``path``: ``<folder>/.<name>.tmp<pid><suffix>`` (``suffix`` for writers that
-    pick the format from the extension, e.g. ``.nii.gz``)."""
+    """The temporary name for writing ``path``: ``<folder>/.<name>.tmp<pid>.<thread><suffix>`` (``suffix`` for
+    writers that pick the format from the extension, e.g. ``.nii.gz``)."""
     path = Path(path)
-    return path.with_name(f".{path.name}.tmp{os.getpid()}{suffix}")
+    return path.with_name(f".{path.name}.tmp{os.getpid()}.{threading.get_native_id()}{suffix}")
 
 
 def _alive(pid: int) -> bool:
