@@ -30,15 +30,15 @@ def _load_input(
 ) -> tuple[Path, Path, np.ndarray, np.ndarray]:
     """Read the input as the bundles do (:func:`common.io.load_volume`: a NIfTI file or a DICOM series folder,
     CT in HU, PET in SUV), check it is not the output, has ``ndims`` dimensions and passes
-    :func:`common.transforms.validate_image` for ``kind`` (``"ct"``: HU, ``"pet"``: SUV); returns ``(input, output,
-    array, affine)``."""
+    :func:`common.transforms.validate_image` for ``kind`` (``"ct"``: HU, ``"pet"``: SUV, ``"any"``: no unit checks);
+    returns ``(input, output, array, affine)``."""
     from common.io import load_volume
     from common.transforms.validation import validate_image
 
     i, o = Path(inp).expanduser(), Path(out).expanduser()
     if o.resolve() == i.resolve():
         raise InputDataError(i, "output path is the input path: refusing to overwrite the input")
-    volume = load_volume(i, modality={"ct": "CT", "pet": "PT"}[kind])
+    volume = load_volume(i, modality={"ct": "CT", "pet": "PT"}.get(kind))
     if volume.ndim not in ndims:
         kinds = " or ".join(f"{n}D" for n in ndims)
         raise InputDataError(i, f"expected a {kinds} image, got shape {tuple(volume.shape)}")
@@ -50,6 +50,7 @@ def _load_input(
         channel_first=False,
         min_size=1,
         allow_implausible=allow_implausible,
+        allow_constant=True,
     )
     array, affine = volume.numpy().astype(np.float32), volume.affine.numpy().astype(np.float64)
     return i, o, array, affine
@@ -156,7 +157,7 @@ def simulate_thick(
     from common.io import save_nifti
     from common.physics import simulate_thick_slices, thick_slice_affine
 
-    _, o, vol, affine = _load_input(input, output, "ct", allow_implausible=allow_implausible)
+    _, o, vol, affine = _load_input(input, output, "any", allow_implausible=allow_implausible)
     thick = simulate_thick_slices(vol, float(_spacing(affine)[2]), int(factor), thickness_mm, int(offset))
     save_nifti(thick, thick_slice_affine(affine, int(factor), int(offset)), o)
     print(o)

@@ -90,7 +90,7 @@ def test_cli_simulate_ct_and_refuses_to_overwrite_input(tmp_path):
     assert proc.returncode != 0 and "refusing to overwrite the input" in proc.stderr
     assert src.read_bytes() == before
     proc = _cli("simulate-ct", str(tmp_path / "nope.nii.gz"), str(tmp_path / "x.nii.gz"), "--dose", "0.5")
-    assert proc.returncode != 0 and "nope.nii.gz: file not found" in proc.stderr
+    assert proc.returncode != 0 and "nope.nii.gz: file or folder not found" in proc.stderr
 
 
 def test_cli_validate_reports_a_valid_bundle():

@@ -56,6 +56,7 @@ def validate_image(
     spacing_range_mm: tuple[float, float] = (0.05, 30.0),
     negative_tolerance: float = 0.1,
     allow_implausible: bool = False,
+    allow_constant: bool = False,
 ) -> None:
     """Check one image and raise :class:`InputDataError` naming ``source`` on the first problem.
 
@@ -72,6 +73,8 @@ def validate_image(
         allow_implausible: skip the unit plausibility checks (CT: air below ``HU_AIR_CEILING``; PET: a peak between
             ``SUV_PLAUSIBLE_PEAK`` and ``SUV_PLAUSIBLE_MAX``), for data the user knows to be right. Structural checks
             (shape, NaN/Inf, constant, normalised [0, 1] CT, impossible HU, negative activity) always apply.
+        allow_constant: accept a constant image (a uniform phantom is a valid input of the simulators, not of a
+            denoiser).
     """
     if kind not in _KINDS:
         raise ValueError(f"kind must be one of {_KINDS}, got {kind!r}")
@@ -85,7 +88,9 @@ def validate_image(
     if len(minimum) != len(shape):
         raise ValueError(f"min_size {min_size} does not match the {len(shape)} spatial dimensions")
     if any(n < m for n, m in zip(shape, minimum, strict=True)):
-        raise InputDataError(source, f"image shape {shape} is too small for this network (at least {minimum} voxels)")
+        raise InputDataError(
+            source, f"image shape {shape} has a dimension smaller than the network's minimum {minimum}"
+        )
     if not torch.is_floating_point(t):
         t = t.float()
     finite = torch.isfinite(t)
@@ -93,7 +98,7 @@ def validate_image(
         n_bad = int((~finite).sum())
         raise InputDataError(source, f"image contains {n_bad} NaN/Inf voxel(s)")
     lo, hi = float(t.min()), float(t.max())
-    if hi == lo:
+    if hi == lo and not allow_constant:
         raise InputDataError(source, f"image is empty/constant (all voxels = {lo})")
     spacing = _spacing(x)
     if spacing is not None and spacing.size:
