@@ -214,6 +214,7 @@ def _sha(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@pytest.mark.slow
 def test_two_stage_training_keeps_the_teacher_frozen(tmp_path, data_cache):
     """train.yaml runs the teacher stage when its checkpoint is missing; the student's epochs leave the teacher
     checkpoint and the teacher decoder inside the student bit-identical, while the student encoder changes."""
@@ -257,6 +258,7 @@ def _ct(path, shape=(37, 30, 2)):
     return data, affine
 
 
+@pytest.mark.slow
 def test_inference_needs_the_dose_and_keeps_geometry(tmp_path, weights):
     path = tmp_path / "in" / "ct.nii.gz"
     data, affine = _ct(path)

@@ -387,7 +387,6 @@ def _check_refusal(line: str | None, expected: str, path: Path, case: Case, wher
     assert expected in line, f"{where}: {case.name}: expected {expected!r} in {line!r}"
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("bundle", [*PET_BUNDLES, *CT_BUNDLES])
 def test_bundle_inference_corpus(bundle: str, tmp_path: Path, weights, overlays) -> None:
     """Every case through one bundle's inference.yaml (in-process, the code path of ``monai.bundle run``)."""
@@ -416,7 +415,6 @@ def test_bundle_inference_corpus(bundle: str, tmp_path: Path, weights, overlays)
     assert len(results) >= 25, sorted(results)
 
 
-@pytest.mark.slow
 def test_cli_corpus(tmp_path: Path, capsys) -> None:
     """Every NIfTI case through simulate-pet / simulate-ct / simulate-thick, every DICOM case through dicom2nifti."""
     count = 0

@@ -127,6 +127,7 @@ def test_optional_bm3d_bm4d(name):
     assert name in available_baselines(slice_wise=name == "bm3d")
 
 
+@pytest.mark.slow
 def test_tiny_benchmark_all_bundles(export_of, data_cache, tmp_path):
     ckpts = {}
     for bundle in BUNDLES:
@@ -193,6 +194,7 @@ def test_tiny_benchmark_all_bundles(export_of, data_cache, tmp_path):
     json.loads((tmp_path / "out" / BUNDLES[0].name / "meta.json").read_text())
 
 
+@pytest.mark.slow
 def test_inference_speed_script_plain_window():
     """benchmarks/inference_speed.py (a thin command line over common.speed): both networks through the same plain
     window, the bundle's dose vector passed to its network; prints the reference row first."""

@@ -89,6 +89,7 @@ def test_broken_bundle_fails_validation(bundle, tmp_path, mutation):
     assert problems, f"mutation {mutation} was not detected"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bundle", BUNDLES, ids=IDS)
 def test_smoke_train_resume_infer(bundle, tmp_path, data_cache):
     """One tiny epoch, a resumed second epoch, then inference; from the repo root and from the bundle folder."""

@@ -57,6 +57,7 @@ def test_folder_datalist_errors_name_the_file(tmp_path):
         resolve_datalist(str(tmp_path / "missing"), lambda: "unused", tmp_path)
 
 
+@pytest.mark.slow
 def test_cli_simulate_pet_and_thick(tmp_path):
     act = np.full((24, 24, 20), 2.0)
     affine = np.array([[2.0, 0, 0, -5], [0, 2.0, 0, 3], [0, 0, 3.0, 40], [0, 0, 0, 1]])
@@ -76,6 +77,7 @@ def test_cli_simulate_pet_and_thick(tmp_path):
     assert src.read_bytes() == before
 
 
+@pytest.mark.slow
 def test_cli_simulate_ct_and_refuses_to_overwrite_input(tmp_path):
     hu = np.full((32, 32, 2), -1000.0)
     yy, xx = np.mgrid[:32, :32]
@@ -93,6 +95,7 @@ def test_cli_simulate_ct_and_refuses_to_overwrite_input(tmp_path):
     assert proc.returncode != 0 and "nope.nii.gz: file or folder not found" in proc.stderr
 
 
+@pytest.mark.slow
 def test_cli_validate_reports_a_valid_bundle():
     from conftest import ROOT
 

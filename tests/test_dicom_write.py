@@ -165,6 +165,7 @@ def _series_for(bundle: Path, folder: Path) -> Path:
     return _pet_series(folder) if modality in ("PT", "PET") else _ct_series(folder, nz=8, ny=32, nx=32)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bundle", BUNDLES, ids=IDS)
 def test_bundle_dicom_in_dicom_out(bundle, export_of, tmp_path):
     _, work, _, _, _ = export_of(bundle)  # perturbed weights and the tiny run-time settings

@@ -93,6 +93,7 @@ def _requirement_closure(names: set[str]) -> set[str]:
     return seen
 
 
+@pytest.mark.slow
 def test_export_runs_isolated_with_declared_packages_only(exported):
     bundle, work, res, repo_out, datalist = exported
     report = work / "isolated_report.json"
@@ -136,6 +137,7 @@ def test_export_runs_isolated_with_declared_packages_only(exported):
         np.testing.assert_allclose(np.asarray(b.dataobj), np.asarray(a.dataobj), atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bundle", BUNDLES, ids=IDS)
 def test_onnx_export_matches_pytorch(bundle, export_of, tmp_path):
     """`restorezoo export --onnx`: ONNX Runtime reproduces the exported weights' PyTorch network on a new input."""

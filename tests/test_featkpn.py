@@ -250,6 +250,7 @@ def _ct_volume(path, data=None, shape=(45, 38, 3)):
     return data, affine
 
 
+@pytest.mark.slow
 def test_inference_any_in_plane_size_keeps_hu_and_affine(tmp_path, weights):
     path = tmp_path / "in" / "ct.nii.gz"
     data, affine = _ct_volume(path)
@@ -268,6 +269,7 @@ def test_inference_any_in_plane_size_keeps_hu_and_affine(tmp_path, weights):
     assert path.read_bytes() == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "case, message",
     [

@@ -48,6 +48,7 @@ def _reference_output(folder: Path, item: dict, out: Path) -> Path:
     return outputs[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bundle", BUNDLES, ids=IDS)
 def test_monailabel_bundle_infer_task_calls(bundle, export_of, tmp_path):
     _, work, res, _, datalist = export_of(bundle)

@@ -16,6 +16,7 @@ from conftest import BUNDLES, ROOT
 IDS = [b.name for b in BUNDLES]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bundle", BUNDLES, ids=IDS)
 def test_torchrun_two_processes_gloo(bundle, tmp_path, data_cache):
     configs = bundle / "configs"

@@ -38,6 +38,7 @@ def _volume(tmp_path, shape=(37, 29, 21)):
     return path, data, affine
 
 
+@pytest.mark.slow
 def test_inference_any_shape_keeps_affine_and_units(tmp_path, weights):
     path, data, affine = _volume(tmp_path)
     before = path.read_bytes()
@@ -72,6 +73,7 @@ def _failing_inference(*args: str) -> str:
     return proc.stderr + proc.stdout
 
 
+@pytest.mark.slow
 def test_inference_without_drf_is_a_clear_error(tmp_path, weights):
     path, _, _ = _volume(tmp_path)
     out = _failing_inference(f"--input_file={path}", f"--ckpt_dir={weights}", f"--output_dir={tmp_path / 'out'}")
@@ -79,6 +81,7 @@ def test_inference_without_drf_is_a_clear_error(tmp_path, weights):
     assert not list((tmp_path / "out").glob("*.nii.gz"))
 
 
+@pytest.mark.slow
 def test_inference_without_weights_names_the_file(tmp_path):
     path, _, _ = _volume(tmp_path)
     out = _failing_inference(f"--input_file={path}", "--drf=4", f"--ckpt_dir={tmp_path / 'nothing'}")

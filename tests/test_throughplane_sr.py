@@ -271,6 +271,7 @@ def _infer(input_path: Path, ckpt: Path, out_dir: Path, fail: bool = False):
     return run_bundle_failing(args) if fail else run_bundle(args)
 
 
+@pytest.mark.slow
 def test_bundle_inference_nifti_output_grid_and_values(tmp_path, untrained_ckpt):
     thin_affine, thick, thick_affine = _thick_case(tmp_path)
     nib.save(nib.Nifti1Image(thick.astype(np.float32), thick_affine), str(tmp_path / "thick.nii.gz"))
@@ -282,6 +283,7 @@ def test_bundle_inference_nifti_output_grid_and_values(tmp_path, untrained_ckpt)
     assert (tmp_path / "thick.nii.gz").is_file()
 
 
+@pytest.mark.slow
 def test_bundle_inference_reads_a_dicom_series(tmp_path, untrained_ckpt):
     _, thick, _ = _thick_case(tmp_path)
     stored = np.round(thick + 1024).astype(np.int16).transpose(2, 1, 0)  # (Z, rows = Y, cols = X)
@@ -296,6 +298,7 @@ def test_bundle_inference_reads_a_dicom_series(tmp_path, untrained_ckpt):
     np.testing.assert_allclose(out.get_fdata()[..., ::4], ref.array, atol=0.05)
 
 
+@pytest.mark.slow
 def test_bundle_inference_refuses_a_corrupt_input(tmp_path, untrained_ckpt):
     bad = tmp_path / "bad.nii.gz"
     bad.write_bytes(b"not a nifti")

@@ -11,6 +11,7 @@ mlflow = pytest.importorskip("mlflow")
 IDS = [b.name for b in BUNDLES]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bundle", BUNDLES, ids=IDS)
 def test_tracking_mlflow(bundle, tmp_path, data_cache):
     configs = bundle / "configs"
