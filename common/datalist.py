@@ -26,6 +26,7 @@ import numpy as np
 from common.errors import InputDataError
 
 __all__ = [
+    "bundle_inference_items",
     "datalist_from_folder",
     "datalist_from_volumes",
     "inference_items",
@@ -194,6 +195,39 @@ def inference_items(
         return load_decathlon_datalist(path, True, split)
     except ValueError as err:
         raise InputDataError(path, f"datalist has no '{split}' list") from err
+
+
+_DEFAULT_BUILDERS = {"pet": "build_pet_dataset", "ct": "build_ct_dataset", "ct_sr": "build_ct_sr_dataset"}
+
+
+def bundle_inference_items(
+    input_file: str | None,
+    dataset_dir: str | None,
+    default_dataset: str,
+    data_cache_dir: str | os.PathLike,
+    split: str = "test",
+    work_dir: str | os.PathLike = ".",
+    seed: int = 0,
+    phantom_kwargs: dict[str, Any] | None = None,
+    select_key: str | None = None,
+    select_values: Sequence[float] | None = None,
+) -> list[dict[str, Any]]:
+    """The items an inference config processes (its ``datalist_items``): ``input_file`` alone, else the ``split`` of
+    ``dataset_dir``'s datalist, else of the embedded default dataset ``default_dataset`` (``"pet"``, ``"ct"`` or
+    ``"ct_sr"``, built into ``data_cache_dir`` with ``seed`` and ``phantom_kwargs`` on first use). With
+    ``select_key``, datalist items are kept when that key (e.g. ``"drf"``) is one of ``select_values`` (None: all)."""
+    from common import phantoms
+
+    if default_dataset not in _DEFAULT_BUILDERS:
+        raise ValueError(f"default_dataset must be one of {sorted(_DEFAULT_BUILDERS)}, got {default_dataset!r}")
+    builder = getattr(phantoms, _DEFAULT_BUILDERS[default_dataset])
+    kwargs = dict(phantom_kwargs or {})
+    items = inference_items(
+        input_file, dataset_dir, lambda: builder(data_cache_dir, seed=seed, **kwargs), split, work_dir
+    )
+    if select_key is None:
+        return items
+    return select_items(items, select_key, None if input_file else select_values)
 
 
 def select_items(
