@@ -17,8 +17,9 @@ from common.networks.conv_blocks import (
     MixedPool,
     MixtureOfKernelsConv,
 )
-from common.networks.film import FiLMGenerator, encode_drf, film_modulate
+from common.networks.film import FiLMGenerator, film_modulate
 from common.networks.film_unet import FiLMUNet
+from common.transforms.dose import encode_dose
 
 SMALL = {"channels": (4, 8, 8, 8), "bottleneck_channels": 8, "film_hidden": 8}
 SHAPE = (20, 18, 17)
@@ -88,17 +89,19 @@ def test_full_size_parameter_count() -> None:
 
 
 # ------------------------------------------------------------------------------------------------ FiLM
-def test_encode_drf_values_and_validation() -> None:
-    e = encode_drf([1.0, 20.0, 100.0])
+def _meta(drf: float | list[float]) -> torch.Tensor:
+    """FiLM metadata ``(B, 1)`` for one or several DRFs, encoded as the bundle does (``encode_dose``, ``log_drf``)."""
+    drfs = drf if isinstance(drf, list) else [drf]
+    return torch.stack([encode_dose(d, "log_drf") for d in drfs])
+
+
+def test_log_drf_encoding_values_and_validation() -> None:
+    e = _meta([1.0, 20.0, 100.0])
     assert e.shape == (3, 1) and e.dtype == torch.float32
     assert torch.allclose(e[:, 0], torch.tensor([0.0, math.log(20) / 10, math.log(100) / 10]))
-    assert encode_drf(4).shape == (1, 1)
-    assert encode_drf(torch.tensor([[4.0], [8.0]])).shape == (2, 1)
-    for bad in (0.5, float("nan"), float("inf"), [2.0, 0.0]):
-        with pytest.raises(ValueError, match="dose-reduction factor"):
-            encode_drf(bad)
-    with pytest.raises(ValueError, match="shape"):
-        encode_drf(torch.ones(2, 2))
+    for bad, match in ((0.5, "dose-reduction factor"), (float("nan"), "not finite"), (float("inf"), "not finite")):
+        with pytest.raises(ValueError, match=match):
+            encode_dose(bad, "log_drf")
 
 
 def test_film_modulate_broadcasts_per_channel() -> None:
@@ -113,8 +116,8 @@ def test_film_really_conditions_when_generator_nonzero() -> None:
     _randomize_film(net)
     x = _x()
     with torch.no_grad():
-        a = net(x, encode_drf(4.0))
-        b = net(x, encode_drf(100.0))
+        a = net(x, _meta(4.0))
+        b = net(x, _meta(100.0))
     assert (a - b).abs().max() > 1e-2  # ~8e-2 here; FiLM placed before the norm (original bug) gives ~2e-4
 
 
@@ -125,8 +128,8 @@ def test_zero_init_film_is_identity_and_equals_unconditioned() -> None:
     assert not unexpected and missing and all(".film.generator." in k for k in missing)
     x = _x()
     with torch.no_grad():
-        a = cond(x, encode_drf(4.0))
-        b = cond(x, encode_drf(100.0))
+        a = cond(x, _meta(4.0))
+        b = cond(x, _meta(100.0))
         c = plain(x, None)
     assert torch.equal(a, b)
     assert torch.allclose(a, c, atol=1e-6)
@@ -137,7 +140,7 @@ def test_zero_init_film_is_identity_and_equals_unconditioned() -> None:
 def test_any_shape_gives_same_shape(shape: tuple[int, int, int]) -> None:
     net = FiLMUNet(**SMALL).eval()
     with torch.no_grad():
-        out = net(_x(2, shape), encode_drf([4.0, 10.0]))
+        out = net(_x(2, shape), _meta([4.0, 10.0]))
     assert out.shape == (2, 1, *shape)
     assert torch.isfinite(out).all()
 
@@ -149,7 +152,7 @@ def test_residual_zero_last_conv_returns_input() -> None:
     torch.nn.init.zeros_(net.final.bias)
     x = _x(1, (9, 11, 13))
     with torch.no_grad():
-        assert torch.equal(net(x, encode_drf(20.0)), x)
+        assert torch.equal(net(x, _meta(20.0)), x)
 
 
 def test_residual_uses_first_channels_with_guidance_input() -> None:
@@ -158,7 +161,7 @@ def test_residual_uses_first_channels_with_guidance_input() -> None:
     torch.nn.init.zeros_(net.final.bias)
     x = _x(1, (8, 9, 10), c=2)
     with torch.no_grad():
-        assert torch.equal(net(x, encode_drf(20.0)), x[:, :1])
+        assert torch.equal(net(x, _meta(20.0)), x[:, :1])
 
 
 def test_pooling_is_applied_bottleneck_at_one_sixteenth() -> None:
@@ -166,7 +169,7 @@ def test_pooling_is_applied_bottleneck_at_one_sixteenth() -> None:
     seen: list[tuple[int, ...]] = []
     net.bottleneck.register_forward_hook(lambda m, args, out: seen.append(tuple(out.shape[2:])))
     with torch.no_grad():
-        net(_x(1, (33, 16, 17)), encode_drf(4.0))
+        net(_x(1, (33, 16, 17)), _meta(4.0))
     assert seen == [(3, 1, 2)]  # padded to (48, 16, 32), then four 2x poolings
 
 
@@ -176,7 +179,7 @@ def test_adaptive_kernel_sizes_per_level() -> None:
     assert net.encoder[3].block.units[1].conv.conv.weight.shape[2:] == (1, 1, 1)
     assert net.decoder[-1].block.units[0].conv.conv.weight.shape[2:] == (5, 5, 5)  # decoder level 1 uses k_1
     with torch.no_grad():
-        assert net.eval()(_x(), encode_drf(4.0)).shape == (1, 1, *SHAPE)
+        assert net.eval()(_x(), _meta(4.0)).shape == (1, 1, *SHAPE)
     with pytest.raises(ValueError, match="kernel_sizes"):
         FiLMUNet(**SMALL, kernel_sizes=(3, 3, 3))
     with pytest.raises(ValueError, match="kernel_sizes"):
@@ -192,7 +195,7 @@ def test_variant_forward_backward_all_params_get_gradients(conv: str, pooling: s
     net = FiLMUNet(**SMALL, conv=conv, pooling=pooling, dropout=0.1).train()
     _randomize_film(net)  # zero-initialised FiLM blocks the gradient to the generators' first layers
     x = _x(2)
-    out = net(x, encode_drf([4.0, 50.0]))
+    out = net(x, _meta([4.0, 50.0]))
     assert out.shape == x.shape
     ((out - x) ** 2).mean().backward()
     no_grad = [n for n, p in net.named_parameters() if p.grad is None or not bool(p.grad.abs().sum() > 0)]
@@ -212,11 +215,11 @@ def test_mixed_pool_is_a_learnable_mix_of_max_and_avg() -> None:
 
 def test_mixture_gate_depends_on_meta() -> None:
     conv = MixtureOfKernelsConv(3, 4, 6, meta_dim=1)
-    w = conv.gate_weights(encode_drf([1.0, 100.0]), 2)
+    w = conv.gate_weights(_meta([1.0, 100.0]), 2)
     assert w.shape == (2, 3) and torch.allclose(w.sum(1), torch.ones(2))
     assert (w[0] - w[1]).abs().max() > 1e-4
     x = torch.randn(1, 4, 6, 6, 6).expand(2, -1, -1, -1, -1)
-    y = conv(x, encode_drf([1.0, 100.0]))
+    y = conv(x, _meta([1.0, 100.0]))
     assert (y[0] - y[1]).abs().max() > 1e-5  # same image, different dose -> different mix
     const = MixtureOfKernelsConv(3, 4, 6, meta_dim=0)
     assert torch.allclose(const.gate_weights(None, 2), torch.full((2, 3), 1.0 / 3.0))
@@ -235,8 +238,8 @@ def test_mixture_gate_inside_the_unet_follows_meta() -> None:
 
     gate.gate_weights = spy
     with torch.no_grad():
-        net(_x(), encode_drf(2.0))
-        net(_x(), encode_drf(80.0))
+        net(_x(), _meta(2.0))
+        net(_x(), _meta(80.0))
     assert (captured[0] - captured[1]).abs().max() > 1e-4
 
 
@@ -262,7 +265,7 @@ def test_interleaved_groups_exchange_information() -> None:
 def test_deep_supervision_train_list_eval_tensor_and_monai_loss() -> None:
     net = FiLMUNet(**SMALL, deep_supervision=True, num_ds_heads=2).train()
     x, y = _x(2), _x(2)
-    outs = net(x, encode_drf(10.0))
+    outs = net(x, _meta(10.0))
     assert isinstance(outs, list) and len(outs) == 3
     assert [tuple(o.shape) for o in outs] == [(2, 1, 20, 18, 17), (2, 1, 10, 9, 9), (2, 1, 5, 5, 5)]
     loss = DeepSupervisionLoss(torch.nn.L1Loss())(outs, y)
@@ -270,9 +273,9 @@ def test_deep_supervision_train_list_eval_tensor_and_monai_loss() -> None:
     assert all(h.conv.weight.grad is not None and h.conv.weight.grad.abs().sum() > 0 for h in net.ds_heads)
     net.eval()
     with torch.no_grad():
-        out = net(x, encode_drf(10.0))
+        out = net(x, _meta(10.0))
         assert isinstance(out, torch.Tensor) and out.shape == x.shape
-        assert torch.allclose(net.forward_deep_supervision(x, encode_drf(10.0))[0], out)
+        assert torch.allclose(net.forward_deep_supervision(x, _meta(10.0))[0], out)
 
 
 def test_deep_supervision_aux_is_a_denoised_image() -> None:
@@ -281,7 +284,7 @@ def test_deep_supervision_aux_is_a_denoised_image() -> None:
         torch.nn.init.zeros_(h.conv.weight)
         torch.nn.init.zeros_(h.conv.bias)
     x = _x(1, (16, 16, 16))
-    outs = net(x, encode_drf(10.0))
+    outs = net(x, _meta(10.0))
     assert len(outs) == 4
     for k, aux in enumerate(outs[1:], start=1):
         assert torch.allclose(aux, torch.nn.functional.avg_pool3d(x, 2**k), atol=1e-6)
@@ -292,14 +295,14 @@ def test_meta_batch_one_broadcast_and_mismatch_error() -> None:
     net = FiLMUNet(**SMALL).eval()
     _randomize_film(net)
     x = _x(3)
-    m = encode_drf(20.0)
+    m = _meta(20.0)
     with torch.no_grad():
         a = net(x, m)
         b = net(x, m.expand(3, 1))
         c = net(x, m.reshape(1))  # (1,) for meta_dim = 1
     assert torch.allclose(a, b, atol=1e-6) and torch.allclose(a, c, atol=1e-6)
     with pytest.raises(ValueError, match="does not match the image batch"):
-        net(x, encode_drf([4.0, 20.0]))
+        net(x, _meta([4.0, 20.0]))
     with pytest.raises(ValueError, match="shape"):
         net(x, torch.zeros(3, 2))
     with pytest.raises(ValueError, match="NaN"):
@@ -318,8 +321,8 @@ def test_sliding_window_inference_broadcasts_volume_meta() -> None:
     _randomize_film(net)
     x = _x(1, (24, 20, 18))
     with torch.no_grad():
-        out = sliding_window_inference(x, (16, 16, 16), 4, net, overlap=0.25, meta=encode_drf(20.0))
-        other = sliding_window_inference(x, (16, 16, 16), 4, net, overlap=0.25, meta=encode_drf(2.0))
+        out = sliding_window_inference(x, (16, 16, 16), 4, net, overlap=0.25, meta=_meta(20.0))
+        other = sliding_window_inference(x, (16, 16, 16), 4, net, overlap=0.25, meta=_meta(2.0))
     assert out.shape == x.shape
     assert (out - other).abs().max() > 1e-4
 
@@ -332,7 +335,7 @@ def test_torchscript_round_trip_standard() -> None:
     torch.jit.save(torch.jit.script(net), buf)
     buf.seek(0)
     loaded = torch.jit.load(buf)
-    x, m = _x(2), encode_drf([4.0, 100.0])
+    x, m = _x(2), _meta([4.0, 100.0])
     with torch.no_grad():
         ref = net(x, m)
         got = loaded(x, m)
@@ -345,7 +348,7 @@ def test_torchscript_round_trip_standard() -> None:
 @pytest.mark.parametrize("conv", [c for c in CONV_KINDS if c != "standard"])
 def test_torchscript_other_variants(conv: str) -> None:
     net = FiLMUNet(channels=(4, 8), bottleneck_channels=8, film_hidden=8, conv=conv, pooling="mixed").eval()
-    x, m = _x(1, (9, 8, 7)), encode_drf(10.0)
+    x, m = _x(1, (9, 8, 7)), _meta(10.0)
     with torch.no_grad():
         assert torch.allclose(torch.jit.script(net)(x, m), net(x, m), atol=1e-5)
 
@@ -354,9 +357,9 @@ def test_torchscript_other_variants(conv: str) -> None:
 def test_two_dimensional_and_bad_arguments() -> None:
     net = FiLMUNet(spatial_dims=2, **SMALL, conv="depthwise").eval()
     with torch.no_grad():
-        assert net(torch.rand(2, 1, 21, 30), encode_drf(5.0)).shape == (2, 1, 21, 30)
+        assert net(torch.rand(2, 1, 21, 30), _meta(5.0)).shape == (2, 1, 21, 30)
     with pytest.raises(ValueError, match="input"):
-        net(torch.rand(1, 1, 8, 8, 8), encode_drf(5.0))
+        net(torch.rand(1, 1, 8, 8, 8), _meta(5.0))
     with pytest.raises(ValueError, match="conv must be one of"):
         FiLMUNet(conv="fancy")
     with pytest.raises(ValueError, match="pooling must be one of"):

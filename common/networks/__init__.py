@@ -1,6 +1,7 @@
 """Networks of the restoration bundles (one module per architecture family).
 
-- :mod:`common.networks.film` — FiLM conditioning on dose metadata (:func:`encode_drf`, :class:`FiLM`).
+- :mod:`common.networks.film` — FiLM conditioning on dose metadata
+  (:class:`FiLM`; the dose is encoded by :func:`common.transforms.encode_dose`).
 - :mod:`common.networks.conv_blocks` — convolution variants and pooling layers of the FiLM U-Net.
 - :mod:`common.networks.film_unet` — :class:`FiLMUNet` (bundle ``pet_lowdose_film_unet``).
 - :mod:`common.networks.pixel_kernels` — per-pixel, per-channel kernel application (kernel-prediction networks).
@@ -14,7 +15,7 @@ from __future__ import annotations
 from common.networks.anatomy_unet import AnatomyUNet
 from common.networks.conv_blocks import CONV_KINDS, POOL_KINDS, MixedPool, make_conv, make_pool
 from common.networks.featkpn import FeatKPN
-from common.networks.film import FiLM, FiLMGenerator, encode_drf, film_modulate
+from common.networks.film import FiLM, FiLMGenerator, film_modulate
 from common.networks.film_unet import FiLMUNet
 from common.networks.pixel_kernels import apply_pixel_kernels, apply_pixel_kernels_unfold, normalize_kernels
 from common.networks.zsr_unet import ThroughPlaneSRNet, linear_upsample_z, shuffle_z
@@ -34,7 +35,6 @@ __all__ = [
     "FiLMGenerator",
     "FiLMUNet",
     "MixedPool",
-    "encode_drf",
     "film_modulate",
     "make_conv",
     "make_pool",

@@ -1,8 +1,9 @@
 """Feature-wise linear modulation (FiLM) by dose metadata.
 
 A metadata vector ``meta`` of shape ``(B, meta_dim)`` (for PET the dose-reduction factor encoded as ``ln(DRF) / 10``,
-see :func:`encode_drf`) is mapped by a small MLP ``meta_dim -> hidden (SiLU) -> 2C`` to per-channel ``(gamma, beta)``,
-each ``(B, C)``, and a feature map ``h`` ``(B, C, *spatial)`` is modulated as ``(1 + gamma) * h + beta``.
+see :func:`common.transforms.encode_dose`) is mapped by a small MLP ``meta_dim -> hidden (SiLU) -> 2C`` to
+per-channel ``(gamma, beta)``, each ``(B, C)``, and a feature map ``h`` ``(B, C, *spatial)`` is modulated as
+``(1 + gamma) * h + beta``.
 
 The modulation must be applied AFTER the normalisation layer: an instance norm placed after it would remove the
 per-channel scale and shift again (the original implementation did that, so its conditioning had no effect). The last
@@ -12,48 +13,14 @@ layer of the MLP is zero-initialised, so at initialisation ``gamma = beta = 0`` 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["DRF_LOG_SCALE", "FiLM", "FiLMGenerator", "NoFiLM", "encode_drf", "film_modulate"]
+__all__ = ["DRF_LOG_SCALE", "FiLM", "FiLMGenerator", "NoFiLM", "film_modulate"]
 
 DRF_LOG_SCALE = 10.0
 """The dose-reduction factor is encoded as ``ln(DRF) / DRF_LOG_SCALE`` (UDPET FiLM reference)."""
-
-
-def encode_drf(drf: float | Sequence[float] | np.ndarray | torch.Tensor) -> torch.Tensor:
-    """Encode dose-reduction factor(s) as the FiLM metadata vector ``ln(DRF) / 10``.
-
-    Args:
-        drf: one DRF (``>= 1``; 1 = full dose, 20 = 1/20 of the counts) or ``B`` of them (sequence, array or tensor of
-            shape ``(B,)`` or ``(B, 1)``).
-
-    Returns:
-        float32 tensor ``(B, 1)`` (``B = 1`` for a scalar), on the device of ``drf`` when it is a tensor.
-
-    Raises:
-        ValueError: a DRF is not finite, is smaller than 1, or the shape is not scalar / ``(B,)`` / ``(B, 1)``.
-    """
-    try:
-        t = torch.as_tensor(drf).detach().to(torch.float64)
-    except (TypeError, ValueError, RuntimeError) as err:
-        raise ValueError(f"dose-reduction factor {drf!r} is not a number or a sequence of numbers") from err
-    if t.dim() == 0:
-        t = t.reshape(1, 1)
-    elif t.dim() == 1:
-        t = t.reshape(-1, 1)
-    elif not (t.dim() == 2 and t.shape[1] == 1):
-        raise ValueError(f"dose-reduction factor must be a scalar, (B,) or (B, 1); got shape {tuple(t.shape)}")
-    if t.numel() == 0:
-        raise ValueError("dose-reduction factor is empty")
-    if not bool(torch.isfinite(t).all()):
-        raise ValueError(f"dose-reduction factor must be finite, got {t.flatten().tolist()}")
-    if bool((t < 1.0).any()):
-        raise ValueError(f"dose-reduction factor must be >= 1 (1 = full dose), got {t.flatten().tolist()}")
-    return (torch.log(t) / DRF_LOG_SCALE).to(torch.float32)
 
 
 def film_modulate(h: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:

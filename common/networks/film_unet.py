@@ -337,7 +337,8 @@ class FiLMUNet(nn.Module):
             raise ValueError(
                 "dose metadata missing: this FiLMUNet is conditioned (meta_dim="
                 + str(self.meta_dim)
-                + ") and needs meta of shape (B, meta_dim), e.g. encode_drf(drf) = ln(DRF)/10; "
+                + ") and needs meta of shape (B, meta_dim), e.g. ln(DRF)/10 "
+                + "(common.transforms.encode_dose(drf, 'log_drf')); "
                 + "build it with meta_dim=0 for an unconditioned network"
             )
         m = meta.to(device=x.device, dtype=x.dtype)

@@ -412,27 +412,6 @@ class Field:
 
 
 @dataclass(frozen=True)
-class Perturbed(Shape):
-    """``shape`` whose surface is displaced by ``amplitude_mm * field`` (field ~ unit std, clipped to +-3).
-
-    Used for gyral folding of the grey / white boundary and irregular organ outlines. Only valid on the grid the
-    field was made for (the coordinates must come from ``field.grid.coords``).
-    """
-
-    shape: Shape
-    field: Field
-    amplitude_mm: float
-
-    def sdf(self, x, y, z):
-        return self.shape.sdf(x, y, z) + self.amplitude_mm * np.clip(self.field.sample(x, y, z), -3.0, 3.0)
-
-    def bounds(self) -> Bounds:
-        lo, hi = self.shape.bounds()
-        grow = 3.0 * abs(self.amplitude_mm)
-        return lo - grow, hi + grow
-
-
-@dataclass(frozen=True)
 class FunctionShape(Shape):
     """Escape hatch: a shape from a signed-distance callable and explicit bounds."""
 
