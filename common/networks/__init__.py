@@ -6,22 +6,31 @@
 - :mod:`common.networks.film_unet` — :class:`FiLMUNet` (bundle ``pet_lowdose_film_unet``).
 - :mod:`common.networks.pixel_kernels` — per-pixel, per-channel kernel application (kernel-prediction networks).
 - :mod:`common.networks.featkpn` — :class:`FeatKPN` (bundle ``ct_lowdose_featkpn``).
-- :mod:`common.networks.zsr_unet` — :class:`ThroughPlaneSRNet` (bundle ``ct_throughplane_sr``).
-- :mod:`common.networks.anatomy_unet` — :class:`AnatomyUNet`, the frozen network of the anatomical loss.
+- :mod:`common.networks.throughplane_sr` — :class:`ThroughPlaneSRNet` (bundle ``ct_throughplane_sr``).
+- :mod:`common.networks.perception_unet` — :class:`AnatomyUNet`, the frozen HU-band segmenter behind Feat-KPN's
+  anatomical perception loss.
+- :mod:`common.networks.nafnet` — NAFNet teacher autoencoder and dose-conditioned student (bundle
+  ``ct_lowdose_anatomy_distill``).
 """
 
 from __future__ import annotations
 
-from common.networks.anatomy_unet import AnatomyUNet
 from common.networks.conv_blocks import CONV_KINDS, POOL_KINDS, MixedPool, make_conv, make_pool
 from common.networks.featkpn import FeatKPN
 from common.networks.film import FiLM, FiLMGenerator, film_modulate
 from common.networks.film_unet import FiLMUNet
+from common.networks.nafnet import NAFAutoencoder, NAFDecoder, NAFEncoder, NAFStudent, StudentWithIntermediates
+from common.networks.perception_unet import AnatomyUNet
 from common.networks.pixel_kernels import apply_pixel_kernels, apply_pixel_kernels_unfold, normalize_kernels
-from common.networks.zsr_unet import ThroughPlaneSRNet, linear_upsample_z, shuffle_z
+from common.networks.throughplane_sr import ThroughPlaneSRNet, linear_upsample_z, shuffle_z
 
 __all__ = [
     "AnatomyUNet",
+    "NAFAutoencoder",
+    "NAFDecoder",
+    "NAFEncoder",
+    "NAFStudent",
+    "StudentWithIntermediates",
     "ThroughPlaneSRNet",
     "linear_upsample_z",
     "shuffle_z",
