@@ -22,6 +22,7 @@ from ignite.engine import Engine, Events
 
 from common import metrics as M
 from common.distributed import is_main_process
+from common.io.atomic import temp_path
 from common.transforms.validation import source_of
 
 __all__ = ["GroupedMetricsReport", "compute_item_metrics"]
@@ -253,7 +254,7 @@ class GroupedMetricsReport:
             ax.legend()
         fig.suptitle(f"{self.prefix}: mean over items per {self.group_key}")
         fig.tight_layout()
-        tmp = path.with_name(f".{path.stem}.tmp.png")
+        tmp = temp_path(path, ".png")
         fig.savefig(tmp, dpi=100)
         plt.close(fig)
         os.replace(tmp, path)
@@ -282,7 +283,7 @@ class GroupedMetricsReport:
             return
         self.output_dir.mkdir(parents=True, exist_ok=True)
         csv_path = self.output_dir / f"{self.prefix}_items.csv"
-        tmp = csv_path.with_name(f".{csv_path.name}.tmp")
+        tmp = temp_path(csv_path)
         with open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(self.rows[0].keys()))
             writer.writeheader()
@@ -290,7 +291,7 @@ class GroupedMetricsReport:
         os.replace(tmp, csv_path)
         md = self.markdown()
         md_path = self.output_dir / f"{self.prefix}_summary.md"
-        tmp = md_path.with_name(f".{md_path.name}.tmp")
+        tmp = temp_path(md_path)
         tmp.write_text(md)
         os.replace(tmp, md_path)
         if self.plot:

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
+from common.io.atomic import temp_path
+
 __all__ = ["PanelWriter", "save_panel"]
 
 
@@ -67,7 +69,7 @@ def save_panel(
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
+    tmp = temp_path(path, ".png")
     fig.savefig(tmp, dpi=100)
     plt.close(fig)
     os.replace(tmp, path)
@@ -148,6 +150,6 @@ class PanelWriter:
             view=self.view,
         )
         latest = Path(self.output_dir) / f"{self.prefix}_latest.png"
-        tmp = latest.with_name(f".{latest.name}.tmp")
+        tmp = temp_path(latest)
         tmp.write_bytes(path.read_bytes())
         os.replace(tmp, latest)
