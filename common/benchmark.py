@@ -172,8 +172,10 @@ class SUVBiasReport:
 def _parser(bundle: Path, files: Sequence[Path], overrides: dict[str, Any]):
     from monai.bundle import ConfigParser
 
+    from common.configs import load_config_files
+
     parser = ConfigParser()
-    parser.read_config([str(f) for f in files])
+    parser.read_config(load_config_files(files))
     parser.read_meta(str(bundle / "configs" / "metadata.json"))
     parser["bundle_root"] = str(bundle)
     for k, v in overrides.items():
@@ -182,10 +184,10 @@ def _parser(bundle: Path, files: Sequence[Path], overrides: dict[str, Any]):
 
 
 def _first_report_index(parser) -> int:
-    for i, h in enumerate(parser.get("handlers") or []):
+    for i, h in enumerate(parser.get("report_handlers") or []):
         if isinstance(h, dict) and str(h.get("_target_", "")).endswith("GroupedMetricsReport"):
             return i
-    raise ValueError("the evaluation config has no GroupedMetricsReport handler")
+    raise ValueError("the evaluation config has no GroupedMetricsReport in report_handlers")
 
 
 def _eval_files(bundle: Path, extra: Sequence[Path]) -> list[Path]:
@@ -213,7 +215,7 @@ def tune_baselines(
     if not task.baselines:
         return {}, []
     parser = _parser(bundle, files, {**overrides, "data_split": "validation"})
-    report = parser.get_parsed_content(f"handlers#{_first_report_index(parser)}", instantiate=True)
+    report = parser.get_parsed_content(f"report_handlers#{_first_report_index(parser)}", instantiate=True)
     metric_kw = report.metric_kwargs()  # the report's own settings
     by_dose: dict[float, list[tuple[np.ndarray, torch.Tensor]]] = defaultdict(list)
     for item in parser.get_parsed_content("datalist_items"):
@@ -277,7 +279,7 @@ def evaluate_run(
                 "cache_dir": None if cache_dir is None else str(cache_dir),
             }
         )
-    handlers = parser["handlers"]
+    handlers = parser["report_handlers"]
     index = _first_report_index(parser)
     report = handlers[index]
     if names and "candidates" not in report:
@@ -309,7 +311,9 @@ def evaluate_run(
     (out_dir / "evaluation.log").write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
         raise RuntimeError(f"{bundle.name}: benchmark evaluation failed (log: {out_dir / 'evaluation.log'})")
-    prefix = _parser(bundle, files, {**overrides, "data_split": "test"}).get_parsed_content(f"handlers#{index}#prefix")
+    prefix = _parser(bundle, files, {**overrides, "data_split": "test"}).get_parsed_content(
+        f"report_handlers#{index}#prefix"
+    )
     return out_dir / f"{prefix}_items.csv", seconds
 
 

@@ -75,6 +75,8 @@ def _quiet():
 def _check_workflow(config: Path, workflow_type: str, meta: Path, problems: list[str]) -> None:
     from monai.bundle import ConfigWorkflow
 
+    from common.configs import load_config_files
+
     name = config.name
 
     try:
@@ -88,6 +90,7 @@ def _check_workflow(config: Path, workflow_type: str, meta: Path, problems: list
                 workflow_type=workflow_type,
                 init_id="__validate_only__",
             )
+            wf.parser.read_config(load_config_files(config))  # the shared pieces written out: any working folder
             wf.initialize()
             missing = wf.check_properties()
     except KeyError as err:
@@ -104,6 +107,8 @@ def validate_bundle(bundle_root: str | Path, run_network: bool = True) -> list[s
     """Validate one bundle folder; returns the list of problems found (empty when valid)."""
     from monai.bundle import ConfigParser, verify_metadata, verify_net_in_out
 
+    from common.configs import load_config_files
+
     root = Path(bundle_root)
     problems = [f"missing file {f}" for f in REQUIRED_FILES if not (root / f).is_file()]
     if problems:
@@ -115,7 +120,7 @@ def validate_bundle(bundle_root: str | Path, run_network: bool = True) -> list[s
         try:
             p = ConfigParser()
             # the multi-GPU overlay edits train.yaml ids (`train#sampler`): it only parses on top of it
-            p.read_config([str(configs / "train.yaml"), str(f)] if f.name in _TRAIN_OVERLAYS else str(f))
+            p.read_config(load_config_files([configs / "train.yaml", f] if f.name in _TRAIN_OVERLAYS else [f]))
             parsed[f.name] = p
         except Exception as err:  # noqa: BLE001
             problems.append(f"{f.name}: does not parse: {err}")

@@ -1,4 +1,7 @@
-"""Multi-process (DDP) training helpers for the bundles' ``multi_gpu_train.yaml`` overlays.
+"""Multi-process (DDP) training helpers, used by the shared training wiring (``common/configs/train.yaml``).
+
+Every helper is a no-op outside a process group, so one config serves a plain run and a DDP run; the bundles'
+``multi_gpu_train.yaml`` overlays only set ``distributed: true`` (which initialises the process group).
 
 Started by ``torchrun --nproc_per_node=N -m monai.bundle run training --config_file "['<b>/configs/train.yaml',
 '<b>/configs/multi_gpu_train.yaml']"``: one process per GPU (NCCL), or per CPU share with the gloo backend (what CI
@@ -30,10 +33,12 @@ __all__ = [
     "destroy_process_group",
     "handlers_for_rank",
     "init_process_group",
+    "is_distributed",
     "is_main_process",
     "local_device",
     "main_process_first",
     "rank",
+    "shard_sampler",
     "threads_per_process",
     "unwrap",
     "world_size",
@@ -56,6 +61,11 @@ RANK_ZERO_ONLY = frozenset(
 
 def _initialized() -> bool:
     return dist.is_available() and dist.is_initialized()
+
+
+def is_distributed() -> bool:
+    """Whether this process belongs to an initialised ``torch.distributed`` process group."""
+    return _initialized()
 
 
 def rank() -> int:
@@ -105,12 +115,26 @@ def threads_per_process() -> int:
 
 
 def wrap_ddp(network: torch.nn.Module, device: torch.device, find_unused_parameters: bool = False) -> torch.nn.Module:
-    """``network`` on ``device`` in ``DistributedDataParallel`` (``device_ids`` on CUDA only)."""
+    """``network`` on ``device`` in ``DistributedDataParallel`` (``device_ids`` on CUDA only); outside a process
+    group, ``network`` on ``device``."""
     network = network.to(device)
+    if not _initialized():
+        return network
     ids = [device] if device.type == "cuda" else None
     return torch.nn.parallel.DistributedDataParallel(
         network, device_ids=ids, find_unused_parameters=find_unused_parameters
     )
+
+
+def shard_sampler(dataset: Any, shuffle: bool, even_divisible: bool = True) -> Any:
+    """MONAI's ``DistributedSampler`` over ``dataset`` (one shard per rank) inside a process group, else None (the
+    ``DataLoader`` then iterates the whole dataset). ``even_divisible``: pad shards to equal length (training) or
+    keep them exact (validation)."""
+    if not _initialized():
+        return None
+    from monai.data import DistributedSampler
+
+    return DistributedSampler(dataset, even_divisible=even_divisible, shuffle=shuffle)
 
 
 def unwrap(network: torch.nn.Module) -> torch.nn.Module:

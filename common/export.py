@@ -2,7 +2,7 @@
 
 Layout of ``<out>/<bundle>/`` (the model-zoo release layout; the zip holds the same tree under ``<bundle>/``)::
 
-    configs/inference.yaml  configs/metadata.json  configs/logging.conf
+    configs/inference.yaml  configs/metadata.json  configs/logging.conf   (the shared config pieces written out)
     models/model.pt         plain state dict of the inference network (loads with map_location on any device)
     models/model.ts         TorchScript with metadata.json / inference.yaml embedded (when the network scripts)
     models/model.onnx       optional (``onnx=True``, the ``onnx`` extra): fixed input shape (1, C, size, ...), checked
@@ -71,10 +71,11 @@ def _inference_network(bundle_dir: Path, ckpt: Path) -> tuple[torch.nn.Module, d
     from monai.bundle import ConfigParser
 
     from common.bundle_utils import load_weights
+    from common.configs import load_config_files
 
     meta = json.loads((bundle_dir / "configs" / "metadata.json").read_text())
     parser = ConfigParser()
-    parser.read_config(str(inference_config_path(bundle_dir)))
+    parser.read_config(load_config_files(inference_config_path(bundle_dir)))
     parser.read_meta(str(bundle_dir / "configs" / "metadata.json"))
     parser["bundle_root"] = str(bundle_dir)
     net = parser.get_parsed_content("network_def", instantiate=True).to("cpu")
@@ -165,6 +166,7 @@ def export_bundle(
     file or checkpoint and ``FileExistsError`` when the export exists and ``overwrite`` is False. ``onnx``: also write
     ``models/model.onnx`` at input size ``onnx_size`` per spatial axis (see :func:`write_onnx`)."""
     import common
+    from common.configs import expand_shared_macros
 
     bundle = Path(bundle_dir).expanduser().resolve()
     if not (bundle / "configs" / "metadata.json").is_file():
@@ -188,8 +190,11 @@ def export_bundle(
     try:
         root = stage / bundle.name
         (root / "configs").mkdir(parents=True)
-        shutil.copy2(config, root / "configs" / config.name)
-        for name in _CONFIG_FILES:
+        config_text = config.read_text()
+        if config.suffix in (".yaml", ".yml"):  # the shared pieces written out: the release runs anywhere
+            config_text = expand_shared_macros(config_text)
+        (root / "configs" / config.name).write_text(config_text)
+        for name in _CONFIG_FILES:  # logging.conf is a link to the shared file: its content is copied
             shutil.copy2(bundle / "configs" / name, root / "configs" / name)
         shutil.copytree(bundle / "docs", root / "docs", ignore=_IGNORE)
         shutil.copy2(bundle / "LICENSE", root / "LICENSE")
@@ -201,7 +206,7 @@ def export_bundle(
         torch.save(net.state_dict(), models / "model.pt")
         scripted = meta.get("torchscript", True) is not False
         if scripted:
-            _write_torchscript(net, meta, config.read_text(), models)
+            _write_torchscript(net, meta, config_text, models)
         onnx_diff = write_onnx(net, meta, models / "model.onnx", onnx_size) if onnx else None
         zip_tmp = None
         if make_zip:

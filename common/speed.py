@@ -66,6 +66,7 @@ def measure(
     from torch.utils.flop_counter import FlopCounterMode
 
     from common.bundle_check import extra_forward_args
+    from common.configs import load_config_files
     from common.inferers import PaddedSlidingWindowInferer
 
     torch.set_num_threads(threads)
@@ -74,7 +75,7 @@ def measure(
     extra: dict[str, Any] = {}
     if kind == "bundle":
         parser = ConfigParser()
-        parser.read_config(str(configs / "inference.yaml"))
+        parser.read_config(load_config_files(configs / "inference.yaml"))
         parser["bundle_root"] = str(bundle_dir)
         parser["device"] = "$torch.device('cpu')"
         for k, v in (overrides or {}).items():

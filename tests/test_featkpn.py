@@ -195,25 +195,24 @@ def test_select_and_reference_items():
 
 # ---------------------------------------------------------------------------------------------- bundle
 def test_config_anatomy_weight_zero_needs_no_anatomical_network(tmp_path):
-    from common.handlers import CallOnStart
-
     parser = ConfigParser()
     parser.read_config(str(CONFIGS / "train.yaml"))
     parser["anatomy_weight"] = 0.0
     parser["ckpt_dir"] = str(tmp_path / "no_models_here")
     assert parser.get_parsed_content("anatomy_net") is None
     assert parser.get_parsed_content("loss").feature_net is None
-    handlers = parser.get_parsed_content("train#handlers")
-    assert not any(isinstance(h, CallOnStart) for h in handlers)  # nothing to load
-    # weight > 0: the workflow still builds (validation needs that), and training start names the missing weights
+    assert parser.get_parsed_content("load_anatomy") is None  # nothing to load
+    # weight > 0: the workflow still builds (validation needs that), and the run's loading step names the missing
+    # weights
     parser = ConfigParser()
     parser.read_config(str(CONFIGS / "train.yaml"))
     parser["ckpt_dir"] = str(tmp_path / "no_models_here")
     assert parser.get_parsed_content("loss").feature_net is not None
-    loaders = [h for h in parser.get_parsed_content("train#handlers") if isinstance(h, CallOnStart)]
-    assert len(loaders) == 1
-    with pytest.raises(FileNotFoundError, match="anatomy/model.pt: missing anatomical network weights"):
-        loaders[0].fn()
+    assert parser.get_parsed_content("train#trainer") is not None
+    with pytest.raises(RuntimeError) as err:  # MONAI wraps what a config expression raises
+        parser.get_parsed_content("load_anatomy")
+    assert isinstance(err.value.__cause__, FileNotFoundError)
+    assert "anatomy/model.pt: missing anatomical network weights" in str(err.value.__cause__)
 
 
 def test_config_kernel_option_and_inference_network_match():

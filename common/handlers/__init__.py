@@ -8,14 +8,12 @@ from common.handlers.checkpoint import (
     last_checkpoint,
 )
 from common.handlers.grouped_metrics import GroupedMetricsReport, compute_item_metrics
-from common.handlers.on_start import CallOnStart
 from common.handlers.output import BatchOutputAsList
 from common.handlers.panel import PanelWriter, save_panel
 
 __all__ = [
     "BatchOutputAsList",
     "BestModelSaver",
-    "CallOnStart",
     "GroupedMetricsReport",
     "LastCheckpointSaver",
     "PanelWriter",

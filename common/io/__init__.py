@@ -11,7 +11,7 @@ from common.io.atomic import ensure_writable_dir
 from common.io.dicom import DicomVolume, lps_to_ras, read_ct_hu, read_dicom_series
 from common.io.dicom_write import write_dicom_series
 from common.io.monai_reader import CTDicomSeriesReader, DicomSeriesReader, LoadVolumed, load_volume
-from common.io.monai_save import AtomicSaveImaged, SaveDicomSeriesd
+from common.io.monai_save import AtomicSaveImaged, SaveDicomSeriesd, SaveRestoredd
 from common.io.nifti import NIFTI_SUFFIXES, load_nifti, load_nifti_with_header, nifti_suffix, save_nifti
 from common.io.suv import (
     CSV_COLUMNS,
@@ -45,6 +45,7 @@ __all__ = [
     "read_dicom_series",
     "read_pet_suv",
     "SaveDicomSeriesd",
+    "SaveRestoredd",
     "save_nifti",
     "suv_factor",
     "suv_factor_from_csv_row",

@@ -20,7 +20,7 @@ from common.errors import InputDataError
 from common.io.atomic import ensure_writable_dir, remove_stale_temporaries, temp_path
 from common.io.nifti import nifti_suffix, save_nifti
 
-__all__ = ["AtomicSaveImaged", "SaveDicomSeriesd"]
+__all__ = ["AtomicSaveImaged", "SaveDicomSeriesd", "SaveRestoredd"]
 
 
 class AtomicSaveImaged(SaveImaged):
@@ -161,3 +161,30 @@ class SaveDicomSeriesd(MapTransform):
             )
             img.meta["saved_dicom_to"] = str(out)
         return d
+
+
+class SaveRestoredd(MapTransform):
+    """Write ``keys`` the way the input came: always a NIfTI file (:class:`AtomicSaveImaged`,
+    ``<output_dir>/<name>_<output_postfix>.nii.gz``), and also a derived DICOM series (:class:`SaveDicomSeriesd`)
+    when the input was a DICOM series folder. The bundles' last postprocessing step.
+
+    Args:
+        keys: output keys, channel-first ``(1, X, Y, Z)`` in the input's units (HU, or SUVbw for PET).
+        output_dir: folder of the outputs.
+        output_postfix: file name (and DICOM folder) suffix, e.g. ``denoised``.
+
+    Example (a config item)::
+
+        - _target_: common.io.SaveRestoredd
+          keys: pred
+          output_dir: "@output_dir"
+          output_postfix: denoised
+    """
+
+    def __init__(self, keys: Any, output_dir: str | os.PathLike, output_postfix: str) -> None:
+        super().__init__(keys, allow_missing_keys=False)
+        self.nifti = AtomicSaveImaged(keys, output_dir=str(output_dir), output_postfix=output_postfix)
+        self.dicom = SaveDicomSeriesd(keys, output_dir=output_dir, output_postfix=output_postfix)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        return self.dicom(self.nifti(data))

@@ -2,9 +2,11 @@
 pseudo-labels, on-the-fly low-dose augmentation, body masks and through-plane (thick/thin slice) pairs."""
 
 from common.transforms.augment import RandPETCountReductiond
+from common.transforms.chain import chain
 from common.transforms.dose import EncodeDosed, encode_dose
 from common.transforms.intensity import hu_window, suv_scale
 from common.transforms.labels import HU_BAND_CLASSES, HU_BAND_EDGES, HUBandLabeld, hu_band_labels
+from common.transforms.loading import LoadCheckedd
 from common.transforms.masks import BodyMaskd, body_mask
 from common.transforms.throughplane import (
     CheckFactord,
@@ -30,6 +32,8 @@ __all__ = [
     "HU_BAND_CLASSES",
     "HU_BAND_EDGES",
     "HUBandLabeld",
+    "LoadCheckedd",
+    "chain",
     "hu_band_labels",
     "CheckPaird",
     "EncodeDosed",
