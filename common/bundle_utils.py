@@ -81,7 +81,13 @@ _TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_
 def _run_workflow(config_file: str | Sequence[str], run_id: str, overrides: dict[str, Any]) -> None:
     from monai.bundle import ConfigWorkflow
 
-    workflow = ConfigWorkflow(config_file=config_file, run_id=run_id, workflow_type=None, **overrides)
+    from common.configs import load_config_files
+
+    workflow = ConfigWorkflow(config_file=config_file, run_id=run_id, workflow_type=None)
+    # the shared pieces written out, so the stage runs from any working folder; then the overrides, as the command
+    # line sets them
+    workflow.parser.read_config(load_config_files([config_file] if isinstance(config_file, str) else config_file))
+    workflow.parser.update(pairs=overrides)
     workflow.initialize()
     workflow.run()
     workflow.finalize()

@@ -4,7 +4,7 @@ A :class:`UserError` is a problem the user can fix (a bad file, a missing tag, a
 as opposed to a bug. Every entry point reports one as a single last line ``error: <file>: <problem>`` and exits
 non-zero:
 
-- ``restorezoo ...`` catches it in :func:`common.cli.main`;
+- ``restorezoo ...`` catches it in :func:`restorezoo.cli.main`;
 - ``python -m monai.bundle run ...`` cannot be wrapped (MONAI's config runner re-raises every exception as
   ``RuntimeError: Failed to evaluate ConfigExpression``), so each bundle config calls :func:`report_errors_briefly`
   first in ``initialize``: it installs a ``sys.excepthook`` that finds the user error inside MONAI's exception

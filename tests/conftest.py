@@ -100,7 +100,7 @@ def export_of(tmp_path_factory, data_cache):
 
 
 def _export(bundle: Path, tmp_path_factory, data_cache: Path) -> tuple:
-    from common.export import export_bundle
+    from restorezoo.export import export_bundle
 
     work = tmp_path_factory.mktemp(f"export_{bundle.name}")
     ckpt = perturbed_weights(bundle, work / "weights.pt")

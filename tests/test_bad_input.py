@@ -3,7 +3,7 @@
 Entry points: the five bundles' ``inference.yaml`` (run in-process through MONAI's ``ConfigWorkflow``, the code
 path of ``python -m monai.bundle run``; one real ``python -m monai.bundle run`` subprocess per bundle checks the
 terminal output), and ``restorezoo simulate-pet | simulate-ct | simulate-thick | dicom2nifti`` (through
-``common.cli.main``). For each case and entry point: a refusal exits non-zero with one line
+``restorezoo.cli.main``). For each case and entry point: a refusal exits non-zero with one line
 ``error: <file>: <problem>`` naming the input (or the output folder) and writes nothing; a valid input runs and
 writes its output; every input file is byte-identical afterwards.
 """
@@ -363,7 +363,7 @@ def _run_bundle(name: str, input_path: Path, out: Path, ckpt: Path, overlay: Pat
 
 
 def _run_cli(args: list[str], capsys) -> tuple[int, str]:
-    from common import cli
+    from restorezoo import cli
 
     old = sys.argv
     sys.argv = ["restorezoo", *args]

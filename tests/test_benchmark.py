@@ -14,8 +14,8 @@ import pytest
 import yaml
 from conftest import BUNDLES, perturbed_weights
 
-from common.baselines import available_baselines, denoise, noise_sigma, parameter_grid, tune
-from common.benchmark import END, START, load_task, run_benchmark
+from restorezoo.baselines import available_baselines, denoise, noise_sigma, parameter_grid, tune
+from restorezoo.benchmark import END, START, load_task, run_benchmark
 
 IDS = [b.name for b in BUNDLES]
 
@@ -95,7 +95,7 @@ def test_noise_sigma_reads_correlated_noise_inside_the_body():
 def test_denoise_cache_reuses_the_output(tmp_path, monkeypatch):
     import numpy as np
 
-    import common.baselines as baselines
+    import restorezoo.baselines as baselines
 
     x = np.random.default_rng(0).normal(size=(24, 20, 4)).astype(np.float32)
     first = denoise("gaussian", x, 1.0, True, cache_dir=tmp_path)
@@ -195,16 +195,16 @@ def test_tiny_benchmark_all_bundles(export_of, data_cache, tmp_path):
 
 
 @pytest.mark.slow
-def test_inference_speed_script_plain_window():
-    """benchmarks/inference_speed.py (a thin command line over common.speed): both networks through the same plain
-    window, the bundle's dose vector passed to its network; prints the reference row first."""
+def test_speed_command_plain_window(tmp_path):
+    """``restorezoo speed`` (over restorezoo.speed), run outside the checkout on a bundle folder: both networks through
+    the same plain window, the bundle's dose vector passed to its network; prints the reference row first."""
     import subprocess
     import sys
 
     root = Path(__file__).resolve().parent.parent
-    cmd = [sys.executable, str(root / "benchmarks" / "inference_speed.py"), "--bundle", "pet_lowdose_film_unet",
-           "--roi", "16", "--overlap", "0.25", "--input-shape", "32", "32", "16", "--repeats", "1"]  # fmt: skip
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=root, check=True).stdout
+    cmd = [sys.executable, "-m", "restorezoo.cli", "speed", str(root / "bundles" / "pet_lowdose_film_unet"),
+           "--roi", "16", "--overlap", "0.25", "--input_shape", "32,32,16", "--repeats", "1"]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, check=True).stdout
     rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert [r[0].strip() for r in rows] == ["MONAI UNet (16,32,64,128) reference", "pet_lowdose_film_unet"]
     assert rows[0][3].strip() == "128x128x96" and rows[1][3].strip() == "32x32x16"

@@ -16,7 +16,7 @@ import yaml
 from conftest import BUNDLES, run_bundle
 from monai.bundle import ConfigParser, ckpt_export
 
-from common.bundle_check import extra_forward_args, validate_bundle
+from restorezoo.bundle_check import extra_forward_args, validate_bundle
 
 IDS = [b.name for b in BUNDLES]
 

@@ -24,7 +24,7 @@ def _nii(path, data, affine=None):
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "common.cli", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "restorezoo.cli", *args], capture_output=True, text=True, timeout=300)
 
 
 def test_folder_datalist_splits_by_volume(tmp_path):

@@ -23,7 +23,7 @@ import torch
 from conftest import BUNDLES, ROOT
 from monai.bundle import ConfigParser
 
-from common.export import export_bundle
+from restorezoo.export import export_bundle
 
 IDS = [b.name for b in BUNDLES]
 
@@ -40,6 +40,9 @@ def test_export_layout(exported):
         assert (root / rel).is_file(), rel
     assert (root / "docs" / "README.md").is_file() and (root / "LICENSE").is_file()
     assert (root / "common" / "__init__.py").is_file(), "the library must travel with the export"
+    assert not (root / "restorezoo").exists() and not (root / "common" / "benchmark.py").exists()  # runtime only
+    assert not (root / "configs" / "logging.conf").is_symlink()  # the shared file's content, not a link
+    assert "%common/configs/" not in (root / "configs" / "inference.yaml").read_text()  # the pieces written out
     assert not list(root.rglob("__pycache__"))
     meta = json.loads((root / "configs" / "metadata.json").read_text())
     assert res.torchscript == (meta.get("torchscript", True) is not False)
@@ -142,8 +145,8 @@ def test_export_runs_isolated_with_declared_packages_only(exported):
 def test_onnx_export_matches_pytorch(bundle, export_of, tmp_path):
     """`restorezoo export --onnx`: ONNX Runtime reproduces the exported weights' PyTorch network on a new input."""
     ort = pytest.importorskip("onnxruntime")
-    from common.bundle_check import extra_forward_args
-    from common.export import write_onnx
+    from restorezoo.bundle_check import extra_forward_args
+    from restorezoo.export import write_onnx
 
     _, work, res, _, _ = export_of(bundle)
     parser = ConfigParser()

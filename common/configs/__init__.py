@@ -82,17 +82,18 @@ def expand_shared_macros(text: str) -> str:
 
 
 def load_config_files(files: str | PathLike | Sequence[str | PathLike]) -> dict:
-    """The merged content of bundle config files, later files overriding earlier ids (``a#b`` keys set nested ids),
-    as ``monai.bundle.ConfigParser.load_config_files`` merges them, with the shared pieces written out: the result
-    parses from any working folder. Pass it to ``ConfigParser.read_config``."""
+    """The merged content of bundle config files, later files overriding earlier ids (``a#b`` keys set nested ids,
+    ``+key`` extends), as ``monai.bundle.ConfigParser.load_config_files`` merges them, with the shared pieces written
+    out: the result parses from any working folder. Pass it to ``ConfigParser.read_config``."""
     import json
 
     from monai.bundle import ConfigParser
+    from monai.bundle.utils import merge_kv
 
     parser = ConfigParser(config={})
     for f in [files] if isinstance(files, str | PathLike) else files:
         text = Path(f).read_text()
         content = json.loads(text) if str(f).endswith(".json") else yaml.safe_load(expand_shared_macros(text))
         for k, v in (content or {}).items():
-            parser[k] = v
+            merge_kv(parser, k, v)
     return parser.get()

@@ -10,7 +10,7 @@ __all__ = ["chain"]
 
 def chain(*parts: Sequence[Any] | Callable) -> list[Callable]:
     """One flat list of transforms from ``parts``: each a transform or a (possibly nested) list of transforms, e.g.
-    a piece brought in by a ``"%common/configs/transforms.yaml#slice_patches"`` list item. Flat, not nested
+    a piece brought in by a ``"%common/configs/train.yaml#slice_patches"`` list item. Flat, not nested
     ``Compose`` objects, so that a ``CacheDataset`` caches up to the same first random transform and every random
     transform draws its seed from the outer ``Compose`` in the same order as a list written out in full.
 

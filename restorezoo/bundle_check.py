@@ -38,7 +38,7 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.
 
 def meta_schema_path() -> str:
     """Path of the vendored MONAI bundle metadata JSON schema."""
-    return str(resources.files("common") / "schemas" / "meta_schema.json")
+    return str(resources.files("restorezoo") / "schemas" / "meta_schema.json")
 
 
 def extra_forward_args(meta: dict[str, Any], batch: int = 1) -> dict[str, torch.Tensor]:

@@ -1,6 +1,6 @@
 """Inference speed, memory and compute efficiency of a bundle, side by side with a reference network.
 
-Each measurement runs in a fresh subprocess (``python -m common.speed --child ...``) so its peak RSS is its own:
+Each measurement runs in a fresh subprocess (``python -m restorezoo.speed --child ...``) so its peak RSS is its own:
 
 - the bundle's own inferer from ``inference.yaml`` (its ROI, blending, ensembles, output scale, sampler) on a random
   volume (default 128 x 128 x 96; for super-resolution the thick input whose output is that size), one warm-up and
@@ -15,7 +15,7 @@ Each measurement runs in a fresh subprocess (``python -m common.speed --child ..
 ``overrides`` change config ids for the measurement (e.g. fewer diffusion steps; ``per_volume_factor`` then scales
 the time and FLOPs of one call to a whole volume, stated in the output). ``window`` (``{"roi": 48, "overlap": 0.5}``)
 runs the bundle's network and the reference through the same plain Gaussian sliding window instead
-(``benchmarks/inference_speed.py --roi/--overlap``: network against network, without the bundle's ensembles).
+(``restorezoo speed --roi/--overlap``: network against network, without the bundle's ensembles).
 """
 
 from __future__ import annotations
@@ -65,9 +65,9 @@ def measure(
     from monai.networks.nets import UNet
     from torch.utils.flop_counter import FlopCounterMode
 
-    from common.bundle_check import extra_forward_args
     from common.configs import load_config_files
     from common.inferers import PaddedSlidingWindowInferer
+    from restorezoo.bundle_check import extra_forward_args
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -138,7 +138,7 @@ def measure(
 
 def _child(kind: str, job: dict[str, Any]) -> dict[str, Any]:
     proc = subprocess.run(
-        [sys.executable, "-m", "common.speed", "--child", json.dumps({**job, "kind": kind})],
+        [sys.executable, "-m", "restorezoo.speed", "--child", json.dumps({**job, "kind": kind})],
         capture_output=True,
         text=True,
     )

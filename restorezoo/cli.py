@@ -9,7 +9,8 @@ Commands (``restorezoo <command> --help`` for each)::
     restorezoo dicom2nifti SERIES_DIR OUT.nii.gz              DICOM / IMA series -> NIfTI (CT in HU, PET in SUVbw)
     restorezoo validate bundles/<name>                        static bundle validation (as CI does)
     restorezoo export bundles/<name> [--out dist] [--ckpt P]  self-contained model-zoo release folder + zip
-    restorezoo benchmark [--bundles a,b] [--train] [--readme README.md]   bundles vs classical baselines + speed
+    restorezoo benchmark [--bundles_dir bundles] [--bundles a,b] [--train] [--readme README.md]   vs baselines + speed
+    restorezoo speed bundles/<name> [--bundle_inferer] [--input_shape X,Y,Z]   voxels/s and peak memory vs MONAI UNet
 
 Inputs are never modified; outputs are written atomically and may not be the input file.
 """
@@ -182,7 +183,7 @@ def dicom2nifti(series: str, output: str, series_uid: str | None = None) -> str:
 
 def validate(bundle: str) -> bool:
     """Validate a bundle folder as CI does; prints the problems (exit status 1 when there are any)."""
-    from common.bundle_check import validate_bundle
+    from restorezoo.bundle_check import validate_bundle
 
     problems = validate_bundle(bundle)
     for p in problems:
@@ -206,7 +207,7 @@ def export(
     ``<out>/<name>.zip``: model-zoo layout, TorchScript where the network scripts, the library vendored, so it runs
     with only the PyPI packages in its metadata.json (MONAI Label: ``--conf models <name>``). ``--onnx``: also
     ``models/model.onnx`` (fixed input size ``--onnx_size``; needs the ``onnx`` extra), checked with ONNX Runtime."""
-    from common.export import export_bundle
+    from restorezoo.export import export_bundle
 
     res = export_bundle(bundle, out, ckpt=ckpt, make_zip=zip, overwrite=overwrite, onnx=onnx, onnx_size=onnx_size)
     zip_text = f", {res.zip_path} ({res.zip_bytes / 1e6:.2f} MB)" if res.zip_path else ""
@@ -219,6 +220,7 @@ def export(
 
 def benchmark(
     bundles: str | None = None,
+    bundles_dir: str = "bundles",
     out: str = "benchmarks/results",
     train: bool = False,
     ckpt: str | None = None,
@@ -232,25 +234,26 @@ def benchmark(
     render_only: bool = False,
     measure_bm4d: bool = False,
 ) -> str:
-    """Benchmark every bundle (or ``--bundles a,b``) against its input and classical baselines per dose, with speed
-    and memory (see common/benchmark.py). ``--ckpt name=path,...`` gives weights (default: each bundle's
-    models/model.pt; ``--train`` trains missing ones with the default config); ``--config a.yaml,b.yaml`` adds config
-    overlays to every run; ``--readme README.md`` rewrites its benchmark section; ``--render_only`` re-writes the
-    tables (and README section) from the CSV files of an earlier run in ``--out`` (``--measure_bm4d``: also time
-    BM4D, when the optional extra is installed, for the speed target)."""
+    """Benchmark every bundle of ``--bundles_dir`` (default ``./bundles``; or ``--bundles a,b``) against its input
+    and classical baselines per dose, with speed and memory (see restorezoo/benchmark.py). ``--ckpt name=path,...``
+    gives weights (default: each bundle's models/model.pt; ``--train`` trains missing ones with the default config);
+    ``--config a.yaml,b.yaml`` adds config overlays to every run; ``--readme README.md`` rewrites its benchmark
+    section; ``--render_only`` re-writes the tables (and README section) from the CSV files of an earlier run in
+    ``--out`` (``--measure_bm4d``: also time BM4D, when the optional extra is installed, for the speed target)."""
     import shlex
     import sys
 
-    from common.benchmark import render, run_benchmark
+    from restorezoo.benchmark import render, run_benchmark
 
     if render_only:
-        md = render(out, readme, measure_bm4d)
+        md = render(out, readme, measure_bm4d, bundles_dir=bundles_dir)
         print(md.read_text())
         return str(md)
     ckpts = dict(item.split("=", 1) for item in ckpt.split(",")) if ckpt else {}
     names = [b for b in (bundles.split(",") if isinstance(bundles, str) else bundles or []) if b]
     md = run_benchmark(
         bundles=names or None,
+        bundles_dir=bundles_dir,
         out=out,
         train=train,
         ckpts=ckpts,
@@ -265,6 +268,44 @@ def benchmark(
     )
     print(md.read_text())
     return str(md)
+
+
+def speed(
+    bundle: str,
+    threads: int = 2,
+    repeats: int = 2,
+    roi: int = 64,
+    overlap: float = 0.5,
+    bundle_inferer: bool = False,
+    input_shape: tuple | None = None,
+) -> str:
+    """Inference speed and peak memory of a bundle folder's network next to the MONAI UNet reference, measured in the
+    same run, each model in a fresh process (see restorezoo/speed.py). Without ``--bundle_inferer`` both networks run
+    through the same plain Gaussian sliding window (``--roi``, ``--overlap``): network against network. With it the
+    bundle runs its own ``inference.yaml`` inferer (ROI, blending, ensembles, output scale) and the reference keeps
+    ROI 64, overlap 0.5. ``--input_shape X,Y,Z`` is the bundle's input (thick slices for super-resolution:
+    24 x 4 = 96 output slices); voxels/s counts OUTPUT voxels; the reference processes a 128 x 128 x 96 volume."""
+    from pathlib import Path
+
+    from restorezoo.speed import SHAPE, speed_rows
+
+    shape = tuple(int(v) for v in input_shape) if input_shape else SHAPE
+    window = None if bundle_inferer else {"roi": roi, "overlap": overlap}
+    rows = speed_rows(Path(bundle), threads, repeats, shape, window=window)
+    how = "the bundle's inference.yaml inferer" if bundle_inferer else f"ROI {roi}^3, overlap {overlap}"
+    lines = [
+        f"reference volume {SHAPE}; bundle input {shape}; {how}; {threads} threads",
+        "| model | params (M) | input | output | s / volume | output voxels/s | x reference | peak RSS (MB) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        shape_in, shape_out = "x".join(map(str, r["input_shape"])), "x".join(map(str, r["output_shape"]))
+        lines.append(
+            f"| {r['model']} | {r['params'] / 1e6:.2f} | {shape_in} | {shape_out} | {r['seconds_per_volume']:.2f} | "
+            f"{r['voxels_per_s']:.3g} | {r['x_reference']:.2f} | {r['peak_rss_MB']:.0f} |"
+        )
+    print("\n".join(lines))
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -294,6 +335,7 @@ def _fire(fire) -> None:
             "validate": validate,
             "export": export,
             "benchmark": benchmark,
+            "speed": speed,
         },
         name="restorezoo",
     )

@@ -3,12 +3,12 @@
 For each bundle (discovered: ``bundles/*/configs/benchmark.yaml``) and each of its runs (SR: one per factor):
 
 1. weights: ``--ckpt`` or the run's ``models/model.pt``; missing -> trained with the default config (``--train``);
-2. baselines (``common.baselines``): each one's parameter is tuned per dose on the VALIDATION split, by the PSNR of
+2. baselines (``restorezoo.baselines``): each one's parameter is tuned per dose on the VALIDATION split, by the PSNR of
    the bundle's own first metric report (same metric code, window, data range), never on the test split;
 3. the test split at the benchmark's doses through the bundle's ``inference.yaml`` + ``evaluate.yaml`` (+
    ``benchmark.yaml``), with the tuned baselines added to the post-processing and to the metric report's candidates,
    so input, baselines and method are measured by one code path on the same items; middle slices are kept for panels;
-4. speed (``common.speed``): voxels/s, seconds per volume, peak RSS, parameters, FLOPs per voxel, achieved GFLOP/s
+4. speed (``restorezoo.speed``): voxels/s, seconds per volume, peak RSS, parameters, FLOPs per voxel, achieved GFLOP/s
    and its fraction of the measured fp32 matmul peak, next to the MONAI UNet reference measured in the same run.
 
 Outputs in ``--out``: ``results.csv`` (one row per bundle, run, dose, method), ``speed.csv``, ``results.md`` (tables
@@ -39,7 +39,6 @@ from ignite.engine import Engine, Events
 __all__ = ["PanelCollector", "SUVBiasReport", "Task", "load_task", "render", "run_benchmark"]
 
 logger = logging.getLogger(__name__)
-ROOT = Path(__file__).resolve().parent.parent
 START, END = "<!-- benchmark:start -->", "<!-- benchmark:end -->"
 
 
@@ -63,7 +62,7 @@ class Task:
 
 def load_task(bundle: Path) -> Task:
     """The benchmark description of ``bundle`` (``configs/benchmark.yaml``)."""
-    from common.baselines import available_baselines
+    from restorezoo.baselines import available_baselines
 
     path = bundle / "configs" / "benchmark.yaml"
     if not path.is_file():
@@ -207,10 +206,10 @@ def tune_baselines(
     cache_dir: Path | None = None,
 ) -> tuple[dict[str, dict[float, float]], list[dict[str, Any]]]:
     """Per baseline and validation dose, the parameter with the best mean PSNR of the bundle's first report
-    (``common.baselines.tune``: a walk on the grid from its start value). Returns ``({name: {dose: param}}, rows
+    (``restorezoo.baselines.tune``: a walk on the grid from its start value). Returns ``({name: {dose: param}}, rows
     of every tried value)``."""
-    from common.baselines import denoise, tune
     from common.io import load_nifti
+    from restorezoo.baselines import denoise, tune
 
     if not task.baselines:
         return {}, []
@@ -271,7 +270,7 @@ def evaluate_run(
         transforms = parser["postprocessing"]["transforms"]
         transforms.append(
             {
-                "_target_": "common.baselines.BaselineDenoised",
+                "_target_": "restorezoo.baselines.BaselineDenoised",
                 "keys": "image",
                 "params": {n: {str(k): v for k, v in t.items()} for n, t in params.items()},
                 "dose_key": task.group_key,
@@ -288,12 +287,12 @@ def evaluate_run(
         report["metric_names"] = list(task.metrics)
     if task.suv_bias:
         candidates = report.get("candidates") or {"input": "image", "output": "pred"}
-        handlers.append({"_target_": "common.benchmark.SUVBiasReport", "output_dir": str(out_dir),
+        handlers.append({"_target_": "restorezoo.benchmark.SUVBiasReport", "output_dir": str(out_dir),
                          "candidates": candidates, "group_key": task.group_key})  # fmt: skip
     keys = task.panel_keys or ["image", *names, "pred", "label"]
     handlers.append(
         {
-            "_target_": "common.benchmark.PanelCollector",
+            "_target_": "restorezoo.benchmark.PanelCollector",
             "output_dir": str(out_dir),
             "keys": keys,
             "group_key": task.group_key,
@@ -428,8 +427,7 @@ def _fmt(v: Any, digits: int = 2) -> str:
 def markdown(rows: list[dict], speed: list[dict], tasks: dict[str, Task], meta: dict[str, Any]) -> str:
     """The results as Markdown: per bundle and run a table (dose x method), the targets, the speed table. A tuned
     parameter at either end of its grid is flagged "(grid edge)": the best value may lie outside the grid."""
-    from common.baselines import _GRIDS as _GRID_NAMES
-    from common.baselines import parameter_grid
+    from restorezoo.baselines import GRIDS, parameter_grid
 
     lines = [f"Machine: {meta['machine']}. Command: `{meta['command']}`. Date: {meta['date']}.", ""]
     targets = []
@@ -446,7 +444,7 @@ def markdown(rows: list[dict], speed: list[dict], tasks: dict[str, Task], meta: 
         for r in rs:
             vals = " | ".join(_fmt(r.get(m), 4 if m in ("ssim", "nrmse") else 2) for m in metrics)
             param = _fmt(r.get("param"), 3)
-            if r.get("param") is not None and r["method"] in _GRID_NAMES:
+            if r.get("param") is not None and r["method"] in GRIDS:
                 grid = parameter_grid(r["method"])
                 param += " (grid edge)" if float(r["param"]) in (grid[0], grid[-1]) else ""
             lines.append(f"| {r[task.group_key]:g} | {r['method']} | {param} | {vals} |")
@@ -514,13 +512,15 @@ def update_readme(readme: Path, body: str) -> None:
 def _train(bundle: Path, ckpt_dir: Path, run: dict[str, Any], extra: Sequence[Path], overrides: dict[str, Any]):
     files = [bundle / "configs" / "train.yaml", *extra]
     cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", repr([str(f) for f in files])]
-    cmd += [f"--ckpt_dir={ckpt_dir}"] + [f"--{k}={v}" for k, v in {**run.get("overrides", {}), **overrides}.items()]
+    cmd += [f"--bundle_root={bundle}", f"--ckpt_dir={ckpt_dir}"]
+    cmd += [f"--{k}={v}" for k, v in {**run.get("overrides", {}), **overrides}.items()]
     logger.info("training %s: %s", bundle.name, " ".join(cmd))
-    subprocess.run(cmd, cwd=ROOT, check=True)
+    subprocess.run(cmd, cwd=bundle, check=True)  # the configs' shared pieces resolve from the bundle folder
 
 
 def run_benchmark(
     bundles: Sequence[str | Path] | None = None,
+    bundles_dir: str | Path = "bundles",
     out: str | Path = "benchmarks/results",
     train: bool = False,
     ckpts: dict[str, str] | None = None,
@@ -539,10 +539,11 @@ def run_benchmark(
     extra = [Path(e).resolve() for e in extra_configs]
     overrides = dict(overrides or {})
     ckpts = dict(ckpts or {})
-    found = sorted(p for p in (ROOT / "bundles").iterdir() if (p / "configs" / "benchmark.yaml").is_file())
-    selected = (
-        [Path(b).resolve() if "/" in str(b) else ROOT / "bundles" / str(b) for b in bundles] if bundles else found
-    )
+    root = Path(bundles_dir).expanduser().resolve()
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no bundles folder (pass the folder that holds the bundles)")
+    found = sorted(p for p in root.iterdir() if (p / "configs" / "benchmark.yaml").is_file())
+    selected = [Path(b).resolve() if "/" in str(b) else root / str(b) for b in bundles] if bundles else found
     rows: list[dict] = []
     tuning: list[dict] = []
     speed_rows_all: list[dict] = []
@@ -573,7 +574,7 @@ def run_benchmark(
             _plot(rs, task, out / "figures" / f"{bundle.name}_{name}_psnr.png", f"{bundle.name} ({name}), test split")
             _panels(work / "panels.npz", task, out / "figures" / f"{bundle.name}_{name}_panels.png", bundle.name)
         if speed:
-            from common.speed import SHAPE, speed_rows
+            from restorezoo.speed import SHAPE, speed_rows
 
             shape = tuple(speed_shape or task.speed.get("input_shape") or SHAPE)
             reference = speed_rows_all[0] if speed_rows_all else None  # measured once per benchmark run
@@ -627,7 +628,7 @@ def _numeric(row: dict[str, str]) -> dict[str, Any]:
 def _bm4d_meta(meta: dict[str, Any], speed: bool) -> None:
     """BM4D's time on a 128 x 128 x 96 volume (the "1/10 of BM4D's time" target) when the optional extra is
     installed, else a note saying it was not measured."""
-    from common.baselines import bm4d_seconds
+    from restorezoo.baselines import bm4d_seconds
 
     seconds = bm4d_seconds() if speed else None
     meta["bm4d_seconds"] = seconds
@@ -635,12 +636,15 @@ def _bm4d_meta(meta: dict[str, Any], speed: bool) -> None:
         "- BM4D time: not measured (the optional non-commercial `baselines` extra is not installed)"
         if seconds is None
         else f"- BM4D (bm4d package, default profile) on a 128 x 128 x 96 sphere phantom plus noise of std 0.1 "
-        f"(`common.baselines.bm4d_seconds`): {seconds:.1f} s"
+        f"(`restorezoo.baselines.bm4d_seconds`): {seconds:.1f} s"
     )
 
 
 def render(
-    out: str | Path = "benchmarks/results", readme: str | Path | None = None, measure_bm4d: bool = False
+    out: str | Path = "benchmarks/results",
+    readme: str | Path | None = None,
+    measure_bm4d: bool = False,
+    bundles_dir: str | Path = "bundles",
 ) -> Path:
     """Re-write ``results.md`` (and the README section) from the CSV files of an earlier run, without re-running
     (``measure_bm4d``: time BM4D now, when installed, and record it)."""
@@ -651,7 +655,7 @@ def render(
     if (out / "speed.csv").stat().st_size:
         with open(out / "speed.csv") as f:
             speed = [_numeric(r) for r in csv.DictReader(f)]
-    tasks = {b: load_task(ROOT / "bundles" / b) for b in dict.fromkeys(r["bundle"] for r in rows)}
+    tasks = {b: load_task(Path(bundles_dir).resolve() / b) for b in dict.fromkeys(r["bundle"] for r in rows)}
     meta = json.loads((out / "meta.json").read_text())
     if measure_bm4d:
         _bm4d_meta(meta, True)

@@ -87,7 +87,7 @@ def _write_torchscript(net: torch.nn.Module, meta: dict, config_text: str, model
     """Script ``net``, check it against the eager network on a test input, save ``models/model.ts``."""
     from monai.data import save_net_with_metadata
 
-    from common.bundle_check import extra_forward_args
+    from restorezoo.bundle_check import extra_forward_args
 
     scripted = torch.jit.script(net)
     spec = meta["network_data_format"]["inputs"]["image"]
@@ -116,7 +116,7 @@ def write_onnx(net: torch.nn.Module, meta: dict, path: Path, size: int = 64) -> 
 
     import onnxruntime as ort
 
-    from common.bundle_check import extra_forward_args
+    from restorezoo.bundle_check import extra_forward_args
 
     spec = meta["network_data_format"]["inputs"]["image"]
     gen = torch.Generator().manual_seed(0)

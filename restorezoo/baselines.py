@@ -1,6 +1,6 @@
 """Classical denoising baselines for the benchmark: Gaussian smoothing, total variation (Chambolle) and non-local means
 (scikit-image); BM3D / BM4D when the optional ``baselines`` extra is installed (non-commercial licence: never
-required). Each has ONE parameter, tuned on the validation split by ``common.benchmark`` (never on the test split).
+required). Each has ONE parameter, tuned on the validation split by ``restorezoo.benchmark`` (never on the test split).
 
 Volumes are ``(X, Y, Z)`` arrays in physical units (HU, SUV). ``slice_wise=True`` filters every axial slice
 (``[..., z]``) on its own, as the slice-wise 2D CT bundles see the data; otherwise the filter is 3D. Parameters
@@ -35,6 +35,7 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
 __all__ = [
+    "GRIDS",
     "BaselineDenoised",
     "available_baselines",
     "bm4d_seconds",
@@ -44,7 +45,7 @@ __all__ = [
     "tune",
 ]
 
-_GRIDS: dict[str, tuple[float, ...]] = {
+GRIDS: dict[str, tuple[float, ...]] = {
     "gaussian": (0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0),
     "tv": (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5),
     "nlm": (0.2, 0.3, 0.5, 0.8, 1.2, 1.8, 2.5, 3.5, 5.0, 7.0, 10.0),
@@ -66,7 +67,7 @@ def available_baselines(slice_wise: bool = False) -> list[str]:
 
 def parameter_grid(name: str, quick: bool = False) -> tuple[float, ...]:
     """The values tried for baseline ``name`` (``quick``: the start value and its upper neighbour, for tests)."""
-    grid = _GRIDS[name]
+    grid = GRIDS[name]
     if not quick:
         return grid
     i = grid.index(_START[name])
@@ -188,7 +189,7 @@ def _denoise(name: str, x: np.ndarray, param: float, slice_wise: bool) -> np.nda
         import bm4d
 
         return np.asarray(bm4d.bm4d(x, sigma_psd=param * sigma), dtype=np.float32)
-    raise ValueError(f"unknown baseline {name!r}; known: {sorted(_GRIDS)}")
+    raise ValueError(f"unknown baseline {name!r}; known: {sorted(GRIDS)}")
 
 
 class BaselineDenoised(MapTransform):
