@@ -183,10 +183,10 @@ def _parser(bundle: Path, files: Sequence[Path], overrides: dict[str, Any]):
 
 
 def _first_report_index(parser) -> int:
-    for i, h in enumerate(parser.get("report_handlers") or []):
+    for i, h in enumerate(parser.get("handlers") or []):
         if isinstance(h, dict) and str(h.get("_target_", "")).endswith("GroupedMetricsReport"):
             return i
-    raise ValueError("the evaluation config has no GroupedMetricsReport in report_handlers")
+    raise ValueError("the evaluation config has no GroupedMetricsReport in handlers")
 
 
 def _eval_files(bundle: Path, extra: Sequence[Path]) -> list[Path]:
@@ -214,7 +214,7 @@ def tune_baselines(
     if not task.baselines:
         return {}, []
     parser = _parser(bundle, files, {**overrides, "data_split": "validation"})
-    report = parser.get_parsed_content(f"report_handlers#{_first_report_index(parser)}", instantiate=True)
+    report = parser.get_parsed_content(f"handlers#{_first_report_index(parser)}", instantiate=True)
     metric_kw = report.metric_kwargs()  # the report's own settings
     by_dose: dict[float, list[tuple[np.ndarray, torch.Tensor]]] = defaultdict(list)
     for item in parser.get_parsed_content("datalist_items"):
@@ -278,7 +278,7 @@ def evaluate_run(
                 "cache_dir": None if cache_dir is None else str(cache_dir),
             }
         )
-    handlers = parser["report_handlers"]
+    handlers = parser["handlers"]
     index = _first_report_index(parser)
     report = handlers[index]
     if names and "candidates" not in report:
@@ -310,9 +310,7 @@ def evaluate_run(
     (out_dir / "evaluation.log").write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
         raise RuntimeError(f"{bundle.name}: benchmark evaluation failed (log: {out_dir / 'evaluation.log'})")
-    prefix = _parser(bundle, files, {**overrides, "data_split": "test"}).get_parsed_content(
-        f"report_handlers#{index}#prefix"
-    )
+    prefix = _parser(bundle, files, {**overrides, "data_split": "test"}).get_parsed_content(f"handlers#{index}#prefix")
     return out_dir / f"{prefix}_items.csv", seconds
 
 

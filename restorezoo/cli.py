@@ -278,7 +278,7 @@ def speed(
     overlap: float = 0.5,
     bundle_inferer: bool = False,
     input_shape: tuple | None = None,
-) -> str:
+) -> None:
     """Inference speed and peak memory of a bundle folder's network next to the MONAI UNet reference, measured in the
     same run, each model in a fresh process (see restorezoo/speed.py). Without ``--bundle_inferer`` both networks run
     through the same plain Gaussian sliding window (``--roi``, ``--overlap``): network against network. With it the
@@ -305,7 +305,6 @@ def speed(
             f"{r['voxels_per_s']:.3g} | {r['x_reference']:.2f} | {r['peak_rss_MB']:.0f} |"
         )
     print("\n".join(lines))
-    return "\n".join(lines)
 
 
 def main() -> None:

@@ -28,7 +28,10 @@ from restorezoo.export import export_bundle
 IDS = [b.name for b in BUNDLES]
 
 
-@pytest.fixture(scope="module", params=BUNDLES, ids=IDS)
+# the fast tier exports one bundle (about 17 s each); the full run exports every bundle
+@pytest.fixture(
+    scope="module", params=[BUNDLES[0], *(pytest.param(b, marks=pytest.mark.slow) for b in BUNDLES[1:])], ids=IDS
+)
 def exported(request, export_of):
     return export_of(request.param)
 

@@ -50,13 +50,13 @@ def _x(b: int = 1, shape: tuple[int, ...] = SHAPE, c: int = 1) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------------ parameter count
-def _expected_counts(channels, bottleneck, c_in=1, c_out=1, meta_dim=1, hidden=128, k=3):
+def _expected_counts(channels, bottleneck, c_in=1, c_out=1, dose_dim=1, hidden=128, k=3):
     """Independent count from the layer definitions (standard convs, biases everywhere).
 
     conv k^3:         k^3 * Ci * Co + Co          (2 per NConv block: Ci -> Co, Co -> Co)
     transposed conv:  2^3 * Ci * (Ci/2) + Ci/2    (one per decoder level, halves the channels)
     final 1x1:        C1 * c_out + c_out;  PReLU: 1 per conv unit
-    FiLM MLP / block: meta_dim * H + H + H * 2C + 2C  (C = block output width)
+    FiLM MLP / block: dose_dim * H + H + H * 2C + 2C  (C = block output width)
     """
     conv = 0
     widths = []  # block output widths (one FiLM generator each)
@@ -74,7 +74,7 @@ def _expected_counts(channels, bottleneck, c_in=1, c_out=1, meta_dim=1, hidden=1
         cur = c
     conv += channels[0] * c_out + c_out
     conv += 2 * len(widths)  # PReLU
-    film = sum(meta_dim * hidden + hidden + hidden * 2 * c + 2 * c for c in widths)
+    film = sum(dose_dim * hidden + hidden + hidden * 2 * c + 2 * c for c in widths)
     return conv, film
 
 
@@ -123,7 +123,7 @@ def test_film_really_conditions_when_generator_nonzero() -> None:
 
 def test_zero_init_film_is_identity_and_equals_unconditioned() -> None:
     cond = FiLMUNet(**SMALL).eval()
-    plain = FiLMUNet(**{**SMALL, "meta_dim": 0}).eval()
+    plain = FiLMUNet(**{**SMALL, "dose_dim": 0}).eval()
     missing, unexpected = cond.load_state_dict(plain.state_dict(), strict=False)
     assert not unexpected and missing and all(".film.generator." in k for k in missing)
     x = _x()
@@ -214,14 +214,14 @@ def test_mixed_pool_is_a_learnable_mix_of_max_and_avg() -> None:
 
 
 def test_mixture_gate_depends_on_meta() -> None:
-    conv = MixtureOfKernelsConv(3, 4, 6, meta_dim=1)
+    conv = MixtureOfKernelsConv(3, 4, 6, dose_dim=1)
     w = conv.gate_weights(_meta([1.0, 100.0]), 2)
     assert w.shape == (2, 3) and torch.allclose(w.sum(1), torch.ones(2))
     assert (w[0] - w[1]).abs().max() > 1e-4
     x = torch.randn(1, 4, 6, 6, 6).expand(2, -1, -1, -1, -1)
     y = conv(x, _meta([1.0, 100.0]))
     assert (y[0] - y[1]).abs().max() > 1e-5  # same image, different dose -> different mix
-    const = MixtureOfKernelsConv(3, 4, 6, meta_dim=0)
+    const = MixtureOfKernelsConv(3, 4, 6, dose_dim=0)
     assert torch.allclose(const.gate_weights(None, 2), torch.full((2, 3), 1.0 / 3.0))
 
 
@@ -299,7 +299,7 @@ def test_meta_batch_one_broadcast_and_mismatch_error() -> None:
     with torch.no_grad():
         a = net(x, m)
         b = net(x, m.expand(3, 1))
-        c = net(x, m.reshape(1))  # (1,) for meta_dim = 1
+        c = net(x, m.reshape(1))  # (1,) for dose_dim = 1
     assert torch.allclose(a, b, atol=1e-6) and torch.allclose(a, c, atol=1e-6)
     with pytest.raises(ValueError, match="does not match the image batch"):
         net(x, _meta([4.0, 20.0]))
@@ -312,7 +312,7 @@ def test_meta_batch_one_broadcast_and_mismatch_error() -> None:
 def test_meta_missing_on_conditioned_net_raises() -> None:
     with pytest.raises(ValueError, match="dose metadata missing"):
         FiLMUNet(**SMALL)(_x())
-    out = FiLMUNet(**{**SMALL, "meta_dim": 0}).eval()(_x(), None)
+    out = FiLMUNet(**{**SMALL, "dose_dim": 0}).eval()(_x(), None)
     assert out.shape == (1, 1, *SHAPE)
 
 
@@ -321,8 +321,8 @@ def test_sliding_window_inference_broadcasts_volume_meta() -> None:
     _randomize_film(net)
     x = _x(1, (24, 20, 18))
     with torch.no_grad():
-        out = sliding_window_inference(x, (16, 16, 16), 4, net, overlap=0.25, meta=_meta(20.0))
-        other = sliding_window_inference(x, (16, 16, 16), 4, net, overlap=0.25, meta=_meta(2.0))
+        out = sliding_window_inference(x, (16, 16, 16), 4, net, overlap=0.25, dose=_meta(20.0))
+        other = sliding_window_inference(x, (16, 16, 16), 4, net, overlap=0.25, dose=_meta(2.0))
     assert out.shape == x.shape
     assert (out - other).abs().max() > 1e-4
 

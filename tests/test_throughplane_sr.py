@@ -48,7 +48,7 @@ def _ramp(shape=(6, 5, 40), a=-300.0, b=7.0) -> np.ndarray:
 def test_linear_ramp_passes_the_untrained_network_with_no_half_slice_shift(factor):
     thin = _ramp()
     thick = simulate_thick_slices(thin, 1.0, factor)  # thick k = blurred thin k * factor (a ramp stays a ramp inside)
-    net = ThroughPlaneSRNet(factor, channels=(8, 16), num_res_units=1, hr_channels=4).eval()
+    net = ThroughPlaneSRNet(factor=factor, channels=(8, 16), num_res_units=1, hr_channels=4).eval()
     with torch.no_grad():
         out = net(torch.from_numpy(thick).float()[None, None])[0, 0].numpy()
     assert out.shape == (6, 5, thick.shape[2] * factor)
@@ -93,18 +93,18 @@ def test_shuffle_z_places_sub_slice_m_of_thick_slice_k_on_k_r_plus_m():
 
 
 def test_network_handles_any_in_plane_size_and_refuses_other_ranks():
-    net = ThroughPlaneSRNet(2, channels=(8, 16, 32), num_res_units=1, hr_channels=4).eval()
+    net = ThroughPlaneSRNet(factor=2, channels=(8, 16, 32), num_res_units=1, hr_channels=4).eval()
     with torch.no_grad():
         assert net(torch.rand(1, 1, 13, 10, 3)).shape == (1, 1, 13, 10, 6)
     with pytest.raises(ValueError, match="dimensions"):
         net(torch.rand(1, 1, 8, 8))
     with pytest.raises(ValueError, match="factor"):
-        ThroughPlaneSRNet(1)
+        ThroughPlaneSRNet(factor=1)
 
 
 def test_sliding_window_keeps_the_global_grid_and_has_no_seam():
     torch.manual_seed(0)
-    net = ThroughPlaneSRNet(4, channels=(8, 16, 32), num_res_units=1, hr_channels=4).eval()
+    net = ThroughPlaneSRNet(factor=4, channels=(8, 16, 32), num_res_units=1, hr_channels=4).eval()
     inferer = PaddedSlidingWindowInferer(roi_size=(16, 16, -1), overlap=0.5, divisor=(4, 4, 1), output_scale=(1, 1, 4))
     x = torch.rand(1, 1, 37, 29, 9)
     with torch.no_grad():

@@ -1,7 +1,8 @@
 """Convolution variants and pooling layers of :class:`~common.networks.film_unet.FiLMUNet`.
 
 Every convolution variant maps ``(B, C_in, *spatial)`` to ``(B, C_out, *spatial)`` ("same" padding, odd kernel sizes)
-and has the same call signature ``conv(x, meta)`` so the U-Net can swap them (``meta`` ``(B, meta_dim)`` or ``None``
+and has the same call signature ``conv(x, dose)`` so the U-Net can swap them
+(``dose`` ``(B, dose_dim)`` or ``None``
 is only used by the mixture of kernels):
 
 - ``"standard"``: :class:`StandardConv`, a dense ``k^d`` convolution;
@@ -9,7 +10,7 @@ is only used by the mixture of kernels):
 - ``"interleaved"``: :class:`InterleavedDepthwiseConv`, depth-wise ``k^d`` then two interleaved grouped point-wise
   convolutions whose groups overlap by half a group (IGCV-style), so information flows between channel groups;
 - ``"mixture"``: :class:`MixtureOfKernelsConv`, parallel dense ``k^d``, separable ``5^d`` and dilated ``3^d`` branches
-  mixed per sample by a softmax gate computed from the metadata (a learned constant gate when ``meta_dim = 0``).
+  mixed per sample by a softmax gate computed from the metadata (a learned constant gate when ``dose_dim = 0``).
 
 Pooling (``make_pool``): ``"avg"``, ``"max"`` or ``"mixed"`` (:class:`MixedPool`,
 ``sigmoid(a) * max + (1 - sigmoid(a)) * avg`` with a learnable scalar ``a``), all with window and stride 2.
@@ -58,8 +59,8 @@ class StandardConv(nn.Module):
         _check_kernel(kernel_size)
         self.conv = Conv[Conv.CONV, spatial_dims](in_channels, out_channels, kernel_size, padding=kernel_size // 2)
 
-    def forward(self, x: torch.Tensor, meta: torch.Tensor | None = None) -> torch.Tensor:
-        """``x`` ``(B, C_in, *S)`` -> ``(B, C_out, *S)``; ``meta`` is ignored."""
+    def forward(self, x: torch.Tensor, dose: torch.Tensor | None = None) -> torch.Tensor:
+        """``x`` ``(B, C_in, *S)`` -> ``(B, C_out, *S)``; ``dose`` is ignored."""
         return self.conv(x)
 
 
@@ -78,8 +79,8 @@ class DepthwiseSeparableConv(nn.Module):
         )
         self.pointwise = conv(in_channels, out_channels, 1)
 
-    def forward(self, x: torch.Tensor, meta: torch.Tensor | None = None) -> torch.Tensor:
-        """``x`` ``(B, C_in, *S)`` -> ``(B, C_out, *S)``; ``meta`` is ignored."""
+    def forward(self, x: torch.Tensor, dose: torch.Tensor | None = None) -> torch.Tensor:
+        """``x`` ``(B, C_in, *S)`` -> ``(B, C_out, *S)``; ``dose`` is ignored."""
         return self.pointwise(self.depthwise(x))
 
 
@@ -140,8 +141,8 @@ class InterleavedDepthwiseConv(nn.Module):
         self.primary = conv(in_channels, out_channels, 1, groups=self.groups)
         self.secondary = conv(out_channels, out_channels, 1, groups=self.groups)
 
-    def forward(self, x: torch.Tensor, meta: torch.Tensor | None = None) -> torch.Tensor:
-        """``x`` ``(B, C_in, *S)`` -> ``(B, C_out, *S)``; ``meta`` is ignored."""
+    def forward(self, x: torch.Tensor, dose: torch.Tensor | None = None) -> torch.Tensor:
+        """``x`` ``(B, C_in, *S)`` -> ``(B, C_out, *S)``; ``dose`` is ignored."""
         h = self.primary(self.depthwise(x))
         if self.shift > 0:
             h = torch.roll(h, shifts=-self.shift, dims=1)
@@ -152,27 +153,28 @@ class InterleavedDepthwiseConv(nn.Module):
 
 
 class MetaGate(nn.Module):
-    """Gate logits from the metadata: MLP ``meta_dim -> hidden (SiLU) -> num_branches``; ``(B, meta_dim) -> (B, K)``."""
+    """Gate logits from the dose: MLP ``dose_dim -> hidden (SiLU) -> num_branches``;
+    ``(B, dose_dim) -> (B, K)``."""
 
-    def __init__(self, meta_dim: int, num_branches: int, hidden: int = 16) -> None:
+    def __init__(self, dose_dim: int, num_branches: int, hidden: int = 16) -> None:
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(meta_dim, hidden), nn.SiLU(), nn.Linear(hidden, num_branches))
+        self.mlp = nn.Sequential(nn.Linear(dose_dim, hidden), nn.SiLU(), nn.Linear(hidden, num_branches))
 
-    def forward(self, meta: torch.Tensor | None, batch: int) -> torch.Tensor:
-        """Return logits ``(batch, K)``; ``meta`` ``(batch, meta_dim)`` is required."""
-        if meta is None:
-            raise ValueError("dose metadata missing: the mixture-of-kernels gate needs meta (B, meta_dim)")
-        return self.mlp(meta)
+    def forward(self, dose: torch.Tensor | None, batch: int) -> torch.Tensor:
+        """Return logits ``(batch, K)``; ``dose`` ``(batch, dose_dim)`` is required."""
+        if dose is None:
+            raise ValueError("dose metadata missing: the mixture-of-kernels gate needs dose (B, dose_dim)")
+        return self.mlp(dose)
 
 
 class ConstantGate(nn.Module):
-    """Learned constant gate logits (unconditioned networks): returns ``(batch, K)``, ignoring ``meta``."""
+    """Learned constant gate logits (unconditioned networks): returns ``(batch, K)``, ignoring ``dose``."""
 
     def __init__(self, num_branches: int) -> None:
         super().__init__()
         self.logits = nn.Parameter(torch.zeros(num_branches))
 
-    def forward(self, meta: torch.Tensor | None, batch: int) -> torch.Tensor:
+    def forward(self, dose: torch.Tensor | None, batch: int) -> torch.Tensor:
         """Return the logits repeated to ``(batch, K)``."""
         return self.logits.unsqueeze(0).expand(batch, self.logits.shape[0])
 
@@ -186,8 +188,9 @@ class MixtureOfKernelsConv(nn.Module):
     - separable ``5^d``: depth-wise ``5^d`` + point-wise ``1^d`` (a large receptive field at low cost);
     - dense ``3^d`` convolution with dilation 2 (receptive field ``5^d``, sparse sampling).
 
-    The output is ``sum_i w_i(meta) * branch_i(x)`` with ``w = softmax(gate(meta))`` ``(B, 3)`` per sample; the gate is
-    :class:`MetaGate` (MLP ``meta_dim -> gate_hidden -> 3``) or :class:`ConstantGate` when ``meta_dim = 0``.
+    The output is ``sum_i w_i(dose) * branch_i(x)`` with ``w = softmax(gate(dose))`` ``(B, 3)`` per sample;
+    the gate is :class:`MetaGate` (MLP ``dose_dim -> gate_hidden -> 3``) or :class:`ConstantGate` when
+    ``dose_dim = 0``.
     """
 
     def __init__(
@@ -196,7 +199,7 @@ class MixtureOfKernelsConv(nn.Module):
         in_channels: int,
         out_channels: int,
         kernel_size: int = 3,
-        meta_dim: int = 1,
+        dose_dim: int = 1,
         gate_hidden: int = 16,
     ) -> None:
         super().__init__()
@@ -209,15 +212,15 @@ class MixtureOfKernelsConv(nn.Module):
             ]
         )
         num = len(self.branches)
-        self.gate: nn.Module = MetaGate(meta_dim, num, gate_hidden) if meta_dim > 0 else ConstantGate(num)
+        self.gate: nn.Module = MetaGate(dose_dim, num, gate_hidden) if dose_dim > 0 else ConstantGate(num)
 
-    def gate_weights(self, meta: torch.Tensor | None, batch: int) -> torch.Tensor:
-        """Softmax mixing weights ``(batch, 3)`` (rows sum to 1) for metadata ``meta`` ``(batch, meta_dim)``."""
-        return torch.softmax(self.gate(meta, batch), dim=1)
+    def gate_weights(self, dose: torch.Tensor | None, batch: int) -> torch.Tensor:
+        """Softmax mixing weights ``(batch, 3)`` (rows sum to 1) for ``dose`` ``(batch, dose_dim)``."""
+        return torch.softmax(self.gate(dose, batch), dim=1)
 
-    def forward(self, x: torch.Tensor, meta: torch.Tensor | None = None) -> torch.Tensor:
-        """``x`` ``(B, C_in, *S)``, ``meta`` ``(B, meta_dim)`` (or ``None`` if unconditioned) -> ``(B, C_out, *S)``."""
-        w = self.gate_weights(meta, x.shape[0])
+    def forward(self, x: torch.Tensor, dose: torch.Tensor | None = None) -> torch.Tensor:
+        """``x`` ``(B, C_in, *S)``, ``dose`` ``(B, dose_dim)`` (None: unconditioned) -> ``(B, C_out, *S)``."""
+        w = self.gate_weights(dose, x.shape[0])
         out = torch.zeros(0)
         for i, branch in enumerate(self.branches):
             y = branch(x)
@@ -234,7 +237,7 @@ def make_conv(
     in_channels: int,
     out_channels: int,
     kernel_size: int = 3,
-    meta_dim: int = 0,
+    dose_dim: int = 0,
     groups: int = 4,
 ) -> nn.Module:
     """Build the convolution variant ``kind`` (one of :data:`CONV_KINDS`); see the module docstring.
@@ -244,7 +247,7 @@ def make_conv(
         spatial_dims: 2 or 3.
         in_channels, out_channels: channel counts.
         kernel_size: odd kernel size ``k`` (same padding).
-        meta_dim: metadata length (the mixture gate's input; 0 = learned constant gate).
+        dose_dim: metadata length (the mixture gate's input; 0 = learned constant gate).
         groups: number of channel groups of the interleaved variant.
     """
     if kind == "standard":
@@ -254,7 +257,7 @@ def make_conv(
     if kind == "interleaved":
         return InterleavedDepthwiseConv(spatial_dims, in_channels, out_channels, kernel_size, groups=groups)
     if kind == "mixture":
-        return MixtureOfKernelsConv(spatial_dims, in_channels, out_channels, kernel_size, meta_dim=meta_dim)
+        return MixtureOfKernelsConv(spatial_dims, in_channels, out_channels, kernel_size, dose_dim=dose_dim)
     raise ValueError(f"conv must be one of {CONV_KINDS}, got {kind!r}")
 
 

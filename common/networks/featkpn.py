@@ -96,35 +96,44 @@ class FeatKPN(nn.Module):
     """Feature-space kernel prediction network (2D).
 
     Args:
+        spatial_dims: 2 (a slice-wise network; the bundle runs it on every axial slice).
         in_channels / out_channels: image channels (1 for CT); the global residual needs them equal.
-        nf: encoder width at full resolution (doubles per scale).
-        nk: width of the projected features (and of the kernels) at full resolution (doubles per scale).
+        features: encoder width at full resolution (doubles per scale).
+        kernel_features: width of the projected features (and of the kernels) at full resolution (doubles per scale).
         kernel_size: ``k`` of the per-pixel kernels (odd).
         normalize_kernels: softmax over the ``k*k`` taps (each kernel a local weighted average); False applies the
             raw predicted kernels as the original code does.
         negative_slope: LeakyReLU slope.
 
     Shapes: ``(B, in_channels, H, W)`` -> ``(B, out_channels, H, W)``, ``H`` and ``W`` multiples of 4.
+
+    Example::
+
+        net = FeatKPN(spatial_dims=2, in_channels=1, out_channels=1, features=16, kernel_features=16)
+        out = net(torch.rand(2, 1, 64, 64))  # (2, 1, 64, 64)
     """
 
     def __init__(
         self,
+        spatial_dims: int = 2,
         in_channels: int = 1,
         out_channels: int = 1,
-        nf: int = 16,
-        nk: int = 16,
+        features: int = 16,
+        kernel_features: int = 16,
         kernel_size: int = 5,
         normalize_kernels: bool = False,
         negative_slope: float = 0.2,
     ) -> None:
         super().__init__()
+        if spatial_dims != 2:
+            raise ValueError(f"FeatKPN is a 2D network: spatial_dims must be 2, got {spatial_dims}")
         if in_channels != out_channels:
             raise ValueError(f"the global residual needs in_channels == out_channels, got {in_channels}/{out_channels}")
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size}")
         self.kernel_size = int(kernel_size)
         self.normalize = require_bool(normalize_kernels, "normalize_kernels")
-        s = negative_slope
+        s, nf, nk = negative_slope, int(features), int(kernel_features)
         self.encoder = KPNEncoder(in_channels, nf, s)
         self.proj0 = nn.Sequential(_conv3(nf, nk), nn.LeakyReLU(s, inplace=True))
         self.proj1 = nn.Sequential(_conv3(2 * nf, 2 * nk), nn.LeakyReLU(s, inplace=True))

@@ -1,9 +1,9 @@
 """Feature-wise linear modulation (FiLM) by dose metadata.
 
-A metadata vector ``meta`` of shape ``(B, meta_dim)`` (for PET the dose-reduction factor encoded as ``ln(DRF) / 10``,
-see :func:`common.transforms.encode_dose`) is mapped by a small MLP ``meta_dim -> hidden (SiLU) -> 2C`` to
-per-channel ``(gamma, beta)``, each ``(B, C)``, and a feature map ``h`` ``(B, C, *spatial)`` is modulated as
-``(1 + gamma) * h + beta``.
+A metadata vector ``dose`` of shape ``(B, dose_dim)`` (for PET the dose-reduction factor encoded as
+``ln(DRF) / 10``, see :func:`common.transforms.encode_dose`) is mapped by a small MLP
+``dose_dim -> hidden (SiLU) -> 2C`` to per-channel ``(gamma, beta)``, each ``(B, C)``, and a feature map ``h``
+``(B, C, *spatial)`` is modulated as ``(1 + gamma) * h + beta``.
 
 The modulation must be applied AFTER the normalisation layer: an instance norm placed after it would remove the
 per-channel scale and shift again (the original implementation did that, so its conditioning had no effect). The last
@@ -38,20 +38,20 @@ def film_modulate(h: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> t
 
 
 class FiLMGenerator(nn.Module):
-    """MLP ``meta_dim -> hidden (SiLU) -> 2 * channels`` producing ``(gamma, beta)``; last layer zero-initialised.
+    """MLP ``dose_dim -> hidden (SiLU) -> 2 * channels`` producing ``(gamma, beta)``; last layer zero-initialised.
 
     Args:
-        meta_dim: length of the metadata vector (``>= 1``).
+        dose_dim: length of the metadata vector (``>= 1``).
         channels: number of feature channels ``C`` to modulate.
         hidden: width of the hidden layer.
     """
 
-    def __init__(self, meta_dim: int, channels: int, hidden: int = 128) -> None:
+    def __init__(self, dose_dim: int, channels: int, hidden: int = 128) -> None:
         super().__init__()
-        if meta_dim < 1 or channels < 1 or hidden < 1:
-            raise ValueError(f"meta_dim, channels, hidden must be >= 1, got {meta_dim}, {channels}, {hidden}")
+        if dose_dim < 1 or channels < 1 or hidden < 1:
+            raise ValueError(f"dose_dim, channels, hidden must be >= 1, got {dose_dim}, {channels}, {hidden}")
         self.channels = channels
-        self.hidden = nn.Linear(meta_dim, hidden)
+        self.hidden = nn.Linear(dose_dim, hidden)
         self.act = nn.SiLU()
         self.out = nn.Linear(hidden, 2 * channels)
         self.reset_to_identity()
@@ -66,9 +66,9 @@ class FiLMGenerator(nn.Module):
         nn.init.normal_(self.out.weight, std=std / math.sqrt(self.out.in_features))
         nn.init.normal_(self.out.bias, std=std)
 
-    def forward(self, meta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``meta`` ``(B, meta_dim)`` -> ``(gamma, beta)``, each ``(B, channels)``."""
-        gb = self.out(self.act(self.hidden(meta)))
+    def forward(self, dose: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``dose`` ``(B, dose_dim)`` -> ``(gamma, beta)``, each ``(B, channels)``."""
+        gb = self.out(self.act(self.hidden(dose)))
         return gb[:, : self.channels], gb[:, self.channels :]
 
 
@@ -76,26 +76,26 @@ class FiLM(nn.Module):
     """FiLM layer: owns a :class:`FiLMGenerator` and applies ``(1 + gamma) * h + beta`` to a normalised feature map.
 
     Args:
-        meta_dim: length of the metadata vector (``>= 1``).
+        dose_dim: length of the metadata vector (``>= 1``).
         channels: number of channels of the modulated feature map.
         hidden: hidden width of the generator MLP.
     """
 
-    def __init__(self, meta_dim: int, channels: int, hidden: int = 128) -> None:
+    def __init__(self, dose_dim: int, channels: int, hidden: int = 128) -> None:
         super().__init__()
-        self.generator = FiLMGenerator(meta_dim, channels, hidden)
+        self.generator = FiLMGenerator(dose_dim, channels, hidden)
 
-    def forward(self, h: torch.Tensor, meta: torch.Tensor | None) -> torch.Tensor:
-        """``h`` ``(B, C, *spatial)``, ``meta`` ``(B, meta_dim)`` -> modulated ``h`` (same shape)."""
-        if meta is None:
-            raise ValueError("dose metadata missing: this FiLM layer needs a meta tensor (B, meta_dim)")
-        gamma, beta = self.generator(meta)
+    def forward(self, h: torch.Tensor, dose: torch.Tensor | None) -> torch.Tensor:
+        """``h`` ``(B, C, *spatial)``, ``dose`` ``(B, dose_dim)`` -> modulated ``h`` (same shape)."""
+        if dose is None:
+            raise ValueError("dose metadata missing: this FiLM layer needs a dose tensor (B, dose_dim)")
+        gamma, beta = self.generator(dose)
         return film_modulate(h, gamma, beta)
 
 
 class NoFiLM(nn.Module):
-    """Identity stand-in for :class:`FiLM` in unconditioned networks (``meta_dim = 0``); ignores ``meta``."""
+    """Identity stand-in for :class:`FiLM` in unconditioned networks (``dose_dim = 0``); ignores ``dose``."""
 
-    def forward(self, h: torch.Tensor, meta: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, dose: torch.Tensor | None) -> torch.Tensor:
         """Return ``h`` unchanged ``(B, C, *spatial)``."""
         return h

@@ -55,7 +55,7 @@ class ConvUnit(nn.Module):
     Shapes: ``(B, C_in, *S) -> (B, C_out, *S)``.
 
     The FiLM layer comes after the norm (a norm after it would undo the modulation); it is :class:`NoFiLM`
-    (identity) when ``film`` is False or ``meta_dim = 0``.
+    (identity) when ``film`` is False or ``dose_dim = 0``.
     """
 
     def __init__(
@@ -65,21 +65,21 @@ class ConvUnit(nn.Module):
         out_channels: int,
         kernel_size: int,
         conv: str,
-        meta_dim: int,
+        dose_dim: int,
         film: bool,
         film_hidden: int,
         dropout: float,
     ) -> None:
         super().__init__()
-        self.conv = make_conv(conv, spatial_dims, in_channels, out_channels, kernel_size, meta_dim=meta_dim)
+        self.conv = make_conv(conv, spatial_dims, in_channels, out_channels, kernel_size, dose_dim=dose_dim)
         self.norm = InstanceNormAnySize(spatial_dims, out_channels)
-        self.film: nn.Module = FiLM(meta_dim, out_channels, film_hidden) if (film and meta_dim > 0) else NoFiLM()
+        self.film: nn.Module = FiLM(dose_dim, out_channels, film_hidden) if (film and dose_dim > 0) else NoFiLM()
         self.drop: nn.Module = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.act = nn.PReLU(num_parameters=1, init=0.25)
 
-    def forward(self, x: torch.Tensor, meta: torch.Tensor | None) -> torch.Tensor:
-        """``x`` ``(B, C_in, *S)``, ``meta`` ``(B, meta_dim)`` or ``None`` -> ``(B, C_out, *S)``."""
-        return self.act(self.drop(self.film(self.norm(self.conv(x, meta)), meta)))
+    def forward(self, x: torch.Tensor, dose: torch.Tensor | None) -> torch.Tensor:
+        """``x`` ``(B, C_in, *S)``, ``dose`` ``(B, dose_dim)`` or ``None`` -> ``(B, C_out, *S)``."""
+        return self.act(self.drop(self.film(self.norm(self.conv(x, dose)), dose)))
 
 
 class NConvBlock(nn.Module):
@@ -87,7 +87,7 @@ class NConvBlock(nn.Module):
 
     Each convolution is followed by its own norm and PReLU (as in V-Net's ``_make_nConv``; two convolutions with
     nothing in between would compose to a single linear map). The block owns one FiLM generator
-    (``meta_dim -> film_hidden -> 2 * out_channels``), applied after the norm of its last unit.
+    (``dose_dim -> film_hidden -> 2 * out_channels``), applied after the norm of its last unit.
     Shapes: ``(B, C_in, *S) -> (B, C_out, *S)``.
     """
 
@@ -98,7 +98,7 @@ class NConvBlock(nn.Module):
         out_channels: int,
         kernel_size: int = 3,
         conv: str = "standard",
-        meta_dim: int = 1,
+        dose_dim: int = 1,
         film_hidden: int = 128,
         dropout: float = 0.0,
         num_convs: int = 2,
@@ -114,7 +114,7 @@ class NConvBlock(nn.Module):
                     out_channels,
                     kernel_size,
                     conv,
-                    meta_dim,
+                    dose_dim,
                     film=i == num_convs - 1,
                     film_hidden=film_hidden,
                     dropout=dropout,
@@ -123,10 +123,10 @@ class NConvBlock(nn.Module):
             ]
         )
 
-    def forward(self, x: torch.Tensor, meta: torch.Tensor | None) -> torch.Tensor:
-        """``x`` ``(B, C_in, *S)``, ``meta`` ``(B, meta_dim)`` or ``None`` -> ``(B, C_out, *S)``."""
+    def forward(self, x: torch.Tensor, dose: torch.Tensor | None) -> torch.Tensor:
+        """``x`` ``(B, C_in, *S)``, ``dose`` ``(B, dose_dim)`` or ``None`` -> ``(B, C_out, *S)``."""
         for unit in self.units:
-            x = unit(x, meta)
+            x = unit(x, dose)
         return x
 
 
@@ -138,9 +138,9 @@ class EncoderLevel(nn.Module):
         self.block = block
         self.pool = pool
 
-    def forward(self, x: torch.Tensor, meta: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, dose: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Skip connection taken before the pooling."""
-        skip = self.block(x, meta)
+        skip = self.block(x, dose)
         return skip, self.pool(skip)
 
 
@@ -155,9 +155,9 @@ class DecoderLevel(nn.Module):
         self.up = Conv[Conv.CONVTRANS, spatial_dims](in_channels, in_channels // 2, kernel_size=2, stride=2)
         self.block = block
 
-    def forward(self, x: torch.Tensor, skip: torch.Tensor, meta: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, skip: torch.Tensor, dose: torch.Tensor | None) -> torch.Tensor:
         """Up-sample ``x``, concatenate with ``skip`` on channels, convolve."""
-        return self.block(torch.cat([skip, self.up(x)], dim=1), meta)
+        return self.block(torch.cat([skip, self.up(x)], dim=1), dose)
 
 
 class DeepSupervisionHead(nn.Module):
@@ -197,9 +197,9 @@ class FiLMUNet(nn.Module):
     - final 1x1 convolution ``C_1 -> out_channels``; with ``residual``: ``output = x - net(x)`` (the network predicts
       the noise), using the first ``out_channels`` input channels when ``in_channels > out_channels``.
 
-    Every block owns a FiLM generator (MLP ``meta_dim -> film_hidden (SiLU) -> 2C``, last layer zero-initialised:
-    identity modulation at initialisation) applied as ``(1 + gamma) * norm(h) + beta``. ``meta_dim = 0`` builds the
-    unconditioned ablation (no FiLM; ``meta`` is ignored and may be ``None``).
+    Every block owns a FiLM generator (MLP ``dose_dim -> film_hidden (SiLU) -> 2C``, last layer zero-initialised:
+    identity modulation at initialisation) applied as ``(1 + gamma) * norm(h) + beta``. ``dose_dim = 0`` builds the
+    unconditioned ablation (no FiLM; ``dose`` is ignored and may be ``None``).
 
     Any input size works: the input is padded at the high end of each spatial axis to a multiple of ``2**L``
     (replicate padding) and the output is cropped back to the input size.
@@ -214,7 +214,7 @@ class FiLMUNet(nn.Module):
         out_channels: output channels (``<= in_channels`` when ``residual``).
         channels: widths ``C_1 .. C_L`` of the encoder levels.
         bottleneck_channels: width of the bottleneck block (even: the up-sampling halves it).
-        meta_dim: length of the metadata vector (for the DRF alone: 1, value ``ln(DRF) / 10``); 0 = unconditioned.
+        dose_dim: length of the metadata vector (for the DRF alone: 1, value ``ln(DRF) / 10``); 0 = unconditioned.
         film_hidden: hidden width of the FiLM MLPs.
         conv: convolution variant, ``"standard"``, ``"depthwise"``, ``"interleaved"`` or ``"mixture"``
             (see :mod:`common.networks.conv_blocks`).
@@ -234,10 +234,16 @@ class FiLMUNet(nn.Module):
             grows with activity; scaling by the std makes the network scale-equivariant
             (``net(a x) = a net(x)``), which is what a denoiser of Poisson-like noise needs.
 
-    Shapes: ``forward(x (B, in_channels, *S), meta (B, meta_dim) | (1, meta_dim) | None) -> (B, out_channels, *S)``.
-    A ``meta`` with one row is broadcast to the ``B`` samples (MONAI's ``sliding_window_inference`` passes the
-    volume's ``(1, meta_dim)`` with a window batch of ``sw_batch_size``); for ``meta_dim = 1`` a ``(B,)`` vector is
-    accepted too. All convolution variants and pooling modes are TorchScript-scriptable.
+    Shapes: ``forward(x, dose)``: ``x`` ``(B, in_channels, *S)``, ``dose`` ``(B, dose_dim)``,
+    ``(1, dose_dim)`` or None -> ``(B, out_channels, *S)``. A ``dose`` with one row is broadcast to the ``B``
+    samples (MONAI's ``sliding_window_inference`` passes the volume's ``(1, dose_dim)`` with a window batch of
+    ``sw_batch_size``); for ``dose_dim = 1`` a ``(B,)`` vector is accepted too. All convolution variants and
+    pooling modes are TorchScript-scriptable.
+
+    Example::
+
+        net = FiLMUNet(spatial_dims=3, in_channels=1, out_channels=1, channels=(16, 32, 64, 128), dose_dim=1)
+        out = net.eval()(torch.rand(1, 1, 48, 48, 48), torch.tensor([[math.log(20) / 10]]))  # (1, 1, 48, 48, 48)
     """
 
     def __init__(
@@ -247,7 +253,7 @@ class FiLMUNet(nn.Module):
         out_channels: int = 1,
         channels: Sequence[int] = (32, 64, 128, 256),
         bottleneck_channels: int = 256,
-        meta_dim: int = 1,
+        dose_dim: int = 1,
         film_hidden: int = 128,
         conv: str = "standard",
         pooling: str = "avg",
@@ -271,8 +277,8 @@ class FiLMUNet(nn.Module):
             raise ValueError(f"channels must be a non-empty sequence of positive widths, got {channels}")
         if bottleneck_channels < 2:
             raise ValueError(f"bottleneck_channels must be >= 2, got {bottleneck_channels}")
-        if meta_dim < 0 or film_hidden < 1:
-            raise ValueError(f"meta_dim must be >= 0 and film_hidden >= 1, got {meta_dim}, {film_hidden}")
+        if dose_dim < 0 or film_hidden < 1:
+            raise ValueError(f"dose_dim must be >= 0 and film_hidden >= 1, got {dose_dim}, {film_hidden}")
         if conv not in CONV_KINDS:
             raise ValueError(f"conv must be one of {CONV_KINDS}, got {conv!r}")
         if pooling not in POOL_KINDS:
@@ -295,7 +301,7 @@ class FiLMUNet(nn.Module):
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
         self.out_channels = out_channels
-        self.meta_dim = meta_dim
+        self.dose_dim = dose_dim
         self.residual = residual
         self.scale_by_std = residual_scale == "std"
         self.deep_supervision = deep_supervision
@@ -303,7 +309,7 @@ class FiLMUNet(nn.Module):
         self.pad_multiple = 2**num_levels
 
         def block(c_in: int, c_out: int, k: int) -> NConvBlock:
-            return NConvBlock(spatial_dims, c_in, c_out, k, conv, meta_dim, film_hidden, dropout)
+            return NConvBlock(spatial_dims, c_in, c_out, k, conv, dose_dim, film_hidden, dropout)
 
         enc: list[nn.Module] = []
         c_prev = in_channels
@@ -329,32 +335,33 @@ class FiLMUNet(nn.Module):
         )
 
     # ----------------------------------------------------------------------------------------------------------
-    def _prepare_meta(self, meta: torch.Tensor | None, batch: int, x: torch.Tensor) -> torch.Tensor | None:
-        """Validate ``meta``; return it as ``(batch, meta_dim)`` in ``x``'s dtype / device (None: unconditioned)."""
-        if self.meta_dim == 0:
+    def _prepare_meta(self, dose: torch.Tensor | None, batch: int, x: torch.Tensor) -> torch.Tensor | None:
+        """Validate ``dose``; return it as ``(batch, dose_dim)`` in ``x``'s dtype / device (None:
+        unconditioned)."""
+        if self.dose_dim == 0:
             return None
-        if meta is None:
+        if dose is None:
             raise ValueError(
-                "dose metadata missing: this FiLMUNet is conditioned (meta_dim="
-                + str(self.meta_dim)
-                + ") and needs meta of shape (B, meta_dim), e.g. ln(DRF)/10 "
+                "dose metadata missing: this FiLMUNet is conditioned (dose_dim="
+                + str(self.dose_dim)
+                + ") and needs dose of shape (B, dose_dim), e.g. ln(DRF)/10 "
                 + "(common.transforms.encode_dose(drf, 'log_drf')); "
-                + "build it with meta_dim=0 for an unconditioned network"
+                + "build it with dose_dim=0 for an unconditioned network"
             )
-        m = meta.to(device=x.device, dtype=x.dtype)
+        m = dose.to(device=x.device, dtype=x.dtype)
         if m.dim() == 1:
-            if self.meta_dim == 1:
+            if self.dose_dim == 1:
                 m = m.unsqueeze(1)
-            elif m.shape[0] == self.meta_dim:
+            elif m.shape[0] == self.dose_dim:
                 m = m.unsqueeze(0)
-        if m.dim() != 2 or m.shape[1] != self.meta_dim:
+        if m.dim() != 2 or m.shape[1] != self.dose_dim:
             raise ValueError(
                 "dose metadata must have shape (B, "
-                + str(self.meta_dim)
+                + str(self.dose_dim)
                 + ") or (1, "
-                + str(self.meta_dim)
+                + str(self.dose_dim)
                 + "), got "
-                + str(list(meta.shape))
+                + str(list(dose.shape))
             )
         if m.shape[0] != batch:
             if m.shape[0] != 1:
@@ -365,7 +372,7 @@ class FiLMUNet(nn.Module):
                     + str(batch)
                     + ": give one row per image or a single row to broadcast"
                 )
-            m = m.expand(batch, self.meta_dim)
+            m = m.expand(batch, self.dose_dim)
         if not bool(torch.isfinite(m).all()):
             raise ValueError("dose metadata contains NaN or Inf")
         return m
@@ -391,7 +398,7 @@ class FiLMUNet(nn.Module):
             t = t.narrow(d + 2, 0, sizes[d])
         return t
 
-    def _forward_impl(self, x: torch.Tensor, meta: torch.Tensor | None, with_aux: bool) -> list[torch.Tensor]:
+    def _forward_impl(self, x: torch.Tensor, dose: torch.Tensor | None, with_aux: bool) -> list[torch.Tensor]:
         if x.dim() != self.spatial_dims + 2:
             raise ValueError(
                 "FiLMUNet expects input (B, C, "
@@ -401,7 +408,7 @@ class FiLMUNet(nn.Module):
             )
         if x.shape[1] != self.in_channels:
             raise ValueError("FiLMUNet expects " + str(self.in_channels) + " input channels, got " + str(x.shape[1]))
-        m = self._prepare_meta(meta, x.shape[0], x)
+        m = self._prepare_meta(dose, x.shape[0], x)
         sizes: list[int] = list(x.shape[2:])
         xp = self._pad(x)
 
@@ -437,32 +444,34 @@ class FiLMUNet(nn.Module):
                 outs.append(self._crop(aux, [(s + f - 1) // f for s in sizes]))
         return outs
 
-    def forward(self, x: torch.Tensor, meta: torch.Tensor | None = None) -> torch.Tensor | list[torch.Tensor]:
+    def forward(self, x: torch.Tensor, dose: torch.Tensor | None = None) -> torch.Tensor | list[torch.Tensor]:
         """Denoise ``x``.
 
         Args:
             x: ``(B, in_channels, *S)`` low-dose image, any spatial size.
-            meta: ``(B, meta_dim)`` or ``(1, meta_dim)`` encoded metadata (``ln(DRF) / 10`` for the DRF); required when
-                ``meta_dim > 0``, ignored when ``meta_dim = 0``.
+            dose: ``(B, dose_dim)`` or ``(1, dose_dim)`` encoded metadata (``ln(DRF) / 10`` for the
+                DRF); required when
+                ``dose_dim > 0``, ignored when ``dose_dim = 0``.
 
         Returns:
             ``(B, out_channels, *S)``; with deep supervision in training mode a list
             ``[final (B, out, *S), aux_1 (B, out, *ceil(S / 2)), ..., aux_n (B, out, *ceil(S / 2**n))]``.
 
         Raises:
-            ValueError: meta missing on a conditioned network, meta of the wrong shape / batch / non-finite values, or
+            ValueError: dose missing on a conditioned network, dose of the wrong shape / batch / non-finite
+                values, or
                 input of the wrong rank / channel count.
         """
-        outs = self._forward_impl(x, meta, self.deep_supervision and self.training)
+        outs = self._forward_impl(x, dose, self.deep_supervision and self.training)
         if self.deep_supervision and self.training:
             return outs
         return outs[0]
 
-    def forward_deep_supervision(self, x: torch.Tensor, meta: torch.Tensor | None = None) -> list[torch.Tensor]:
+    def forward_deep_supervision(self, x: torch.Tensor, dose: torch.Tensor | None = None) -> list[torch.Tensor]:
         """``[final, aux_1, ..., aux_n]`` whatever the train / eval mode (needs ``deep_supervision=True``)."""
         if not self.deep_supervision:
             raise ValueError("this FiLMUNet was built with deep_supervision=False: it has no auxiliary heads")
-        return self._forward_impl(x, meta, True)
+        return self._forward_impl(x, dose, True)
 
     def parameter_counts(self) -> dict[str, int]:
         """Number of parameters: ``{"total", "film" (FiLM MLPs), "backbone" (total - film)}``."""

@@ -107,7 +107,7 @@ class DoseEmbedding(nn.Module):
 
 
 class SFT(nn.Module):
-    """Spatial feature transform from a global condition: ``x * (1 + scale) + shift`` with ``(scale, shift)`` from a
+    """Spatial feature transform from a global dose: ``x * (1 + scale) + shift`` with ``(scale, shift)`` from a
     zero-initialised ``Linear(cond_dim, 2C)`` (identity at start); same modulation as FiLM
     (:func:`common.networks.film.film_modulate`)."""
 
@@ -143,7 +143,7 @@ class NAFEncoder(nn.Module):
 
     Args:
         dose_conditioned: add the dose MLP and one SFT layer before each body block (the student); ``forward`` then
-            needs ``dose`` ``(B, 1)`` as a fraction in (0, 1].
+            needs ``dose``: the dose ``(B, 1)`` as a fraction in (0, 1].
     """
 
     def __init__(
@@ -176,7 +176,7 @@ class NAFEncoder(nn.Module):
         cond: torch.Tensor | None = None
         if self.embed is not None:
             if dose is None:
-                raise ValueError("this encoder is dose-conditioned: pass the dose fraction (B, 1)")
+                raise ValueError("this encoder is dose-conditioned: pass the dose fraction (B, 1) as `dose`")
             cond = self.embed(dose)
         for block in self.blocks:
             h = block(h, cond)
@@ -367,6 +367,11 @@ def _check_multiple_of_8(x: torch.Tensor) -> None:
         raise ValueError(f"spatial size must be a multiple of 8, got {x.shape[-2]} x {x.shape[-1]}")
 
 
+def _check_spatial_dims(spatial_dims: int) -> None:
+    if spatial_dims != 2:
+        raise ValueError(f"the NAFNet teacher and student are 2D networks: spatial_dims must be 2, got {spatial_dims}")
+
+
 class NAFAutoencoder(nn.Module):
     """The teacher: :class:`NAFEncoder` + :class:`NAFDecoder`, trained on normal-dose images only.
 
@@ -374,12 +379,27 @@ class NAFAutoencoder(nn.Module):
     ``compensate_tanh`` (with ``identity_start``): start as ``tanh(p(x)) ~ x`` instead (needs ``width >= 32`` and
     ``num_blocks >= 4``).
 
-    ``forward(x)``: ``(B, 1, H, W)`` in [-1, 1] -> reconstruction of the same shape in [-1, 1].
+    ``forward(x)``: ``(B, in_channels, H, W)`` in [-1, 1], ``H`` and ``W`` multiples of 8 -> reconstruction
+    ``(B, out_channels, H, W)`` in [-1, 1].
+
+    Args:
+        spatial_dims: 2 (a slice-wise network).
+        in_channels / out_channels: image channels (1 for CT; equal for the identity start).
+        width: channels at full resolution (x2 per down-sampling, three of them: ``8 width`` at 1/8).
+        num_blocks: NAFBlocks of the body on each side of the latent.
+        latent_channels: channels of the latent at 1/8 resolution.
+
+    Example::
+
+        net = NAFAutoencoder(spatial_dims=2, in_channels=1, out_channels=1, width=32, num_blocks=8)
+        rec = net(torch.rand(2, 1, 64, 64) * 2 - 1)  # (2, 1, 64, 64), ~ the input at the start
     """
 
     def __init__(
         self,
+        spatial_dims: int = 2,
         in_channels: int = 1,
+        out_channels: int = 1,
         width: int = 32,
         num_blocks: int = 8,
         latent_channels: int = 512,
@@ -387,8 +407,11 @@ class NAFAutoencoder(nn.Module):
         compensate_tanh: bool = True,
     ) -> None:
         super().__init__()
+        _check_spatial_dims(spatial_dims)
+        if require_bool(identity_start, "identity_start") and in_channels != out_channels:
+            raise ValueError(f"the identity start needs in_channels == out_channels, got {in_channels}/{out_channels}")
         self.encoder = NAFEncoder(in_channels, width, num_blocks, latent_channels)
-        self.decoder = NAFDecoder(in_channels, width, num_blocks, latent_channels)
+        self.decoder = NAFDecoder(out_channels, width, num_blocks, latent_channels)
         if require_bool(identity_start, "identity_start"):
             identity_init(self.encoder, self.decoder, require_bool(compensate_tanh, "compensate_tanh"))
 
@@ -399,18 +422,29 @@ class NAFAutoencoder(nn.Module):
 
 class NAFStudent(nn.Module):
     """The student: a (dose-conditioned) :class:`NAFEncoder` and the teacher's decoder (frozen by the training
-    config). ``forward(x, dose)``: low-dose ``(B, 1, H, W)`` in [-1, 1] and dose fraction ``(B, 1)`` -> denoised image
-    ``(B, 1, H, W)`` in [-1, 1]. :meth:`encode` exposes the latent and feature maps for distillation.
+    config). ``forward(x, dose)``: low-dose ``(B, in_channels, H, W)`` in [-1, 1] (``H``, ``W`` multiples of 8)
+    and the dose fraction ``(B, 1)`` -> denoised image ``(B, out_channels, H, W)`` in [-1, 1]. :meth:`encode` exposes
+    the latent and feature maps for distillation.
 
     Args:
+        spatial_dims, in_channels, out_channels, width, num_blocks, latent_channels: as :class:`NAFAutoencoder`
+            (the teacher's, whose weights the student starts from).
         dose_conditioned: False is the no-dose ablation (``dose`` is then accepted and ignored).
         freeze_decoder: the decoder's parameters get ``requires_grad=False`` (it is the teacher's decoder, loaded
             by :func:`load_teacher_into_student`), so an optimiser built from the trainable parameters skips it.
+        dose_hidden: width of the dose MLP.
+
+    Example::
+
+        net = NAFStudent(spatial_dims=2, in_channels=1, out_channels=1, width=32, num_blocks=8)
+        out = net(torch.rand(2, 1, 64, 64) * 2 - 1, torch.tensor([[0.25], [0.1]]))  # (2, 1, 64, 64)
     """
 
     def __init__(
         self,
+        spatial_dims: int = 2,
         in_channels: int = 1,
+        out_channels: int = 1,
         width: int = 32,
         num_blocks: int = 8,
         latent_channels: int = 512,
@@ -419,8 +453,9 @@ class NAFStudent(nn.Module):
         freeze_decoder: bool = False,
     ) -> None:
         super().__init__()
+        _check_spatial_dims(spatial_dims)
         self.encoder = NAFEncoder(in_channels, width, num_blocks, latent_channels, dose_conditioned, dose_hidden)
-        self.decoder = NAFDecoder(in_channels, width, num_blocks, latent_channels)
+        self.decoder = NAFDecoder(out_channels, width, num_blocks, latent_channels)
         if require_bool(freeze_decoder, "freeze_decoder"):
             freeze(self.decoder)
 

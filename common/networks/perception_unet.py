@@ -21,6 +21,11 @@ class AnatomyUNet(BasicUNet):
 
     ``forward(x)``: ``(B, in_channels, H, W)`` -> logits ``(B, out_channels, H, W)`` (H, W multiples of 16 avoid
     internal padding). :meth:`features` returns the four decoder levels (1/8, 1/4, 1/2, 1 resolution) and the logits.
+
+    Example::
+
+        net = AnatomyUNet(spatial_dims=2, in_channels=1, out_channels=6)
+        logits = net(torch.rand(2, 1, 64, 64))  # (2, 6, 64, 64)
     """
 
     def __init__(

@@ -46,7 +46,7 @@ def shuffle_z(x: torch.Tensor, factor: int) -> torch.Tensor:
 
 
 class ThroughPlaneSRNet(nn.Module):
-    """Through-plane super-resolution: ``(B, 1, X, Y, Zt)`` thick slices -> ``(B, 1, X, Y, Zt * factor)`` thin slices.
+    """Through-plane super-resolution: ``(B, C, X, Y, Zt)`` thick slices -> ``(B, C, X, Y, Zt * factor)`` thin slices.
 
     ``out = linear_upsample_z(x) + refine([shuffle_z(expand(body(x))), linear_upsample_z(x)])``:
 
@@ -57,17 +57,29 @@ class ThroughPlaneSRNet(nn.Module):
       zero, so an untrained network is exactly linear interpolation (the global residual path).
 
     Args:
+        spatial_dims: 3 (z, the last axis, is the through-plane axis).
+        in_channels / out_channels: image channels (1 for CT); the global residual needs them equal.
         factor: integer through-plane factor ``r`` (2..5 in the bundle; any integer >= 2 works).
         channels: body U-Net widths per level (``len(channels) - 1`` in-plane poolings).
         num_res_units: residual units per U-Net level (MONAI ``UNet``).
         hr_channels: feature channels on the thin grid.
         norm: MONAI norm of the body (default none: a window's output does not depend on the window's statistics).
+        identity_start: zero the last refinement convolution, so the untrained network is exactly linear
+            interpolation along z (training starts from a sensible output); False: MONAI's default initialisation.
 
     Units: whatever the input uses (the bundle feeds HU clipped to [-1024, 3071] mapped to [0, 1]).
+
+    Example::
+
+        net = ThroughPlaneSRNet(spatial_dims=3, in_channels=1, out_channels=1, factor=4, channels=(32, 64, 128))
+        thin = net(torch.rand(1, 1, 64, 64, 12))  # (1, 1, 64, 64, 48)
     """
 
     def __init__(
         self,
+        spatial_dims: int = 3,
+        in_channels: int = 1,
+        out_channels: int = 1,
         factor: int = 4,
         channels: Sequence[int] = (32, 64, 128),
         num_res_units: int = 2,
@@ -76,6 +88,10 @@ class ThroughPlaneSRNet(nn.Module):
         identity_start: bool = True,
     ) -> None:
         super().__init__()
+        if spatial_dims != 3:
+            raise ValueError(f"ThroughPlaneSRNet is a 3D network: spatial_dims must be 3, got {spatial_dims}")
+        if in_channels != out_channels:
+            raise ValueError(f"the global residual needs in_channels == out_channels, got {in_channels}/{out_channels}")
         if isinstance(factor, bool) or int(factor) != factor or factor < 2:
             raise ValueError(f"factor must be an integer >= 2, got {factor!r}")
         if len(channels) < 2:
@@ -85,7 +101,7 @@ class ThroughPlaneSRNet(nn.Module):
         feat = int(channels[0])
         self.body = UNet(
             spatial_dims=3,
-            in_channels=1,
+            in_channels=int(in_channels),
             out_channels=feat,
             channels=tuple(int(c) for c in channels),
             strides=tuple((2, 2, 1) for _ in channels[1:]),
@@ -95,17 +111,17 @@ class ThroughPlaneSRNet(nn.Module):
         )
         self.expand = nn.Conv3d(feat, hr_channels * self.factor, 3, padding=1)
         self.act = nn.PReLU(hr_channels)
-        self.refine1 = nn.Conv3d(hr_channels + 1, hr_channels, 3, padding=1)
+        self.refine1 = nn.Conv3d(hr_channels + int(in_channels), hr_channels, 3, padding=1)
         self.act2 = nn.PReLU(hr_channels)
-        self.refine2 = nn.Conv3d(hr_channels, 1, 3, padding=1)
+        self.refine2 = nn.Conv3d(hr_channels, int(out_channels), 3, padding=1)
         if require_bool(identity_start, "identity_start"):
             nn.init.zeros_(self.refine2.weight)
             nn.init.zeros_(self.refine2.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, 1, X, Y, Zt) -> (B, 1, X, Y, Zt * factor)``."""
+        """``(B, C, X, Y, Zt) -> (B, C, X, Y, Zt * factor)``."""
         if x.ndim != 5:
-            raise ValueError("expected a (B, 1, X, Y, Zt) input, got " + str(x.ndim) + " dimensions")
+            raise ValueError("expected a (B, C, X, Y, Zt) input, got " + str(x.ndim) + " dimensions")
         nx, ny = x.shape[2], x.shape[3]
         px, py = (-nx) % self.divisor, (-ny) % self.divisor
         xp = F.pad(x, [0, 0, 0, py, 0, px], mode="replicate") if px or py else x
