@@ -200,6 +200,30 @@ def inference_items(
 _DEFAULT_BUILDERS = {"pet": "build_pet_dataset", "ct": "build_ct_dataset", "ct_sr": "build_ct_sr_dataset"}
 
 
+def bundle_datalist(
+    dataset_dir: str | None,
+    default_dataset: str,
+    data_cache_dir: str | os.PathLike,
+    work_dir: str | os.PathLike,
+    seed: int = 0,
+    phantom_kwargs: dict[str, Any] | None = None,
+    volume_key: str | None = None,
+) -> str:
+    """The datalist a training config reads (its ``datalist``): ``dataset_dir`` (a datalist JSON, a folder with
+    ``datalist.json`` or a folder of pairs, see :func:`resolve_datalist`), else the embedded default dataset
+    ``default_dataset`` (``"pet"``, ``"ct"`` or ``"ct_sr"``, built into ``data_cache_dir`` with ``seed`` and
+    ``phantom_kwargs`` on first use). ``volume_key``: the key a folder of single volumes is listed under."""
+    from common import phantoms
+
+    if default_dataset not in _DEFAULT_BUILDERS:
+        raise ValueError(f"default_dataset must be one of {sorted(_DEFAULT_BUILDERS)}, got {default_dataset!r}")
+    builder = getattr(phantoms, _DEFAULT_BUILDERS[default_dataset])
+    kwargs = dict(phantom_kwargs or {})
+    return resolve_datalist(
+        dataset_dir, lambda: builder(data_cache_dir, seed=seed, **kwargs), work_dir, seed=seed, volume_key=volume_key
+    )
+
+
 def bundle_inference_items(
     input_file: str | None,
     dataset_dir: str | None,
