@@ -200,6 +200,19 @@ def inference_items(
 _DEFAULT_BUILDERS = {"pet": "build_pet_dataset", "ct": "build_ct_dataset", "ct_sr": "build_ct_sr_dataset"}
 
 
+def _default_builder(
+    default_dataset: str, data_cache_dir: str | os.PathLike, seed: int, phantom_kwargs: dict[str, Any] | None
+) -> Callable[[], str | os.PathLike]:
+    """``build()`` of the embedded dataset ``default_dataset`` in ``data_cache_dir`` (built once, then cached)."""
+    from common import phantoms
+
+    if default_dataset not in _DEFAULT_BUILDERS:
+        raise ValueError(f"default_dataset must be one of {sorted(_DEFAULT_BUILDERS)}, got {default_dataset!r}")
+    builder = getattr(phantoms, _DEFAULT_BUILDERS[default_dataset])
+    kwargs = dict(phantom_kwargs or {})
+    return lambda: builder(data_cache_dir, seed=seed, **kwargs)
+
+
 def bundle_datalist(
     dataset_dir: str | None,
     default_dataset: str,
@@ -213,15 +226,8 @@ def bundle_datalist(
     ``datalist.json`` or a folder of pairs, see :func:`resolve_datalist`), else the embedded default dataset
     ``default_dataset`` (``"pet"``, ``"ct"`` or ``"ct_sr"``, built into ``data_cache_dir`` with ``seed`` and
     ``phantom_kwargs`` on first use). ``volume_key``: the key a folder of single volumes is listed under."""
-    from common import phantoms
-
-    if default_dataset not in _DEFAULT_BUILDERS:
-        raise ValueError(f"default_dataset must be one of {sorted(_DEFAULT_BUILDERS)}, got {default_dataset!r}")
-    builder = getattr(phantoms, _DEFAULT_BUILDERS[default_dataset])
-    kwargs = dict(phantom_kwargs or {})
-    return resolve_datalist(
-        dataset_dir, lambda: builder(data_cache_dir, seed=seed, **kwargs), work_dir, seed=seed, volume_key=volume_key
-    )
+    build = _default_builder(default_dataset, data_cache_dir, seed, phantom_kwargs)
+    return resolve_datalist(dataset_dir, build, work_dir, seed=seed, volume_key=volume_key)
 
 
 def bundle_inference_items(
@@ -240,15 +246,8 @@ def bundle_inference_items(
     ``dataset_dir``'s datalist, else of the embedded default dataset ``default_dataset`` (``"pet"``, ``"ct"`` or
     ``"ct_sr"``, built into ``data_cache_dir`` with ``seed`` and ``phantom_kwargs`` on first use). With
     ``select_key``, datalist items are kept when that key (e.g. ``"drf"``) is one of ``select_values`` (None: all)."""
-    from common import phantoms
-
-    if default_dataset not in _DEFAULT_BUILDERS:
-        raise ValueError(f"default_dataset must be one of {sorted(_DEFAULT_BUILDERS)}, got {default_dataset!r}")
-    builder = getattr(phantoms, _DEFAULT_BUILDERS[default_dataset])
-    kwargs = dict(phantom_kwargs or {})
-    items = inference_items(
-        input_file, dataset_dir, lambda: builder(data_cache_dir, seed=seed, **kwargs), split, work_dir
-    )
+    build = _default_builder(default_dataset, data_cache_dir, seed, phantom_kwargs)
+    items = inference_items(input_file, dataset_dir, build, split, work_dir)
     if select_key is None:
         return items
     return select_items(items, select_key, None if input_file else select_values)

@@ -59,23 +59,19 @@ RANK_ZERO_ONLY = frozenset(
 )
 
 
-def _initialized() -> bool:
-    return dist.is_available() and dist.is_initialized()
-
-
 def is_distributed() -> bool:
     """Whether this process belongs to an initialised ``torch.distributed`` process group."""
-    return _initialized()
+    return dist.is_available() and dist.is_initialized()
 
 
 def rank() -> int:
     """This process's rank (0 when not distributed)."""
-    return dist.get_rank() if _initialized() else 0
+    return dist.get_rank() if is_distributed() else 0
 
 
 def world_size() -> int:
     """Number of processes (1 when not distributed)."""
-    return dist.get_world_size() if _initialized() else 1
+    return dist.get_world_size() if is_distributed() else 1
 
 
 def is_main_process() -> bool:
@@ -95,7 +91,7 @@ def local_device() -> torch.device:
 def init_process_group(backend: str | None = None) -> bool:
     """Join the process group torchrun describes (``RANK`` / ``WORLD_SIZE`` / ``MASTER_ADDR`` ...): NCCL on CUDA,
     gloo on CPU unless ``backend`` says otherwise. Returns True; raises a clear error outside torchrun."""
-    if _initialized():
+    if is_distributed():
         return True
     missing = [k for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
     if missing:
@@ -118,7 +114,7 @@ def wrap_ddp(network: torch.nn.Module, device: torch.device, find_unused_paramet
     """``network`` on ``device`` in ``DistributedDataParallel`` (``device_ids`` on CUDA only); outside a process
     group, ``network`` on ``device``."""
     network = network.to(device)
-    if not _initialized():
+    if not is_distributed():
         return network
     ids = [device] if device.type == "cuda" else None
     return torch.nn.parallel.DistributedDataParallel(
@@ -130,7 +126,7 @@ def shard_sampler(dataset: Any, shuffle: bool, even_divisible: bool = True) -> A
     """MONAI's ``DistributedSampler`` over ``dataset`` (one shard per rank) inside a process group, else None (the
     ``DataLoader`` then iterates the whole dataset). ``even_divisible``: pad shards to equal length (training) or
     keep them exact (validation)."""
-    if not _initialized():
+    if not is_distributed():
         return None
     from monai.data import DistributedSampler
 
@@ -156,12 +152,12 @@ def main_process_first(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any
     """Call ``fn`` on rank 0 only, then make every rank wait for it (``barrier``). Returns ``fn``'s result on rank 0,
     None elsewhere. Not distributed: just calls ``fn``."""
     result = fn(*args, **kwargs) if is_main_process() else None
-    if _initialized():
+    if is_distributed():
         dist.barrier()
     return result
 
 
 def destroy_process_group() -> None:
     """Leave the process group (no-op when not distributed)."""
-    if _initialized():
+    if is_distributed():
         dist.destroy_process_group()

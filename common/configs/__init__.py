@@ -43,11 +43,10 @@ def _load(name: str) -> dict:
 
 def shared_piece(ref: str) -> Any:
     """The content of ``"<file>#<id>"`` (an id of one of the shared files, ``#`` separated for nested keys)."""
+    from monai.bundle import ConfigParser
+
     name, _, ids = ref.partition("#")
-    value: Any = _load(name)
-    for part in ids.split("#") if ids else []:
-        value = value[int(part)] if isinstance(value, list) else value[part]
-    return value
+    return ConfigParser(_load(name))[ids]  # MONAI's own id lookup ("" is the whole file)
 
 
 def _dump(value: Any, indent: int) -> list[str]:

@@ -21,7 +21,7 @@ import torch.distributed as dist
 from ignite.engine import Engine, Events
 
 from common import metrics as M
-from common.distributed import is_main_process
+from common.distributed import is_distributed, is_main_process, world_size
 from common.io.atomic import temp_path
 from common.transforms.validation import source_of
 
@@ -263,8 +263,8 @@ class GroupedMetricsReport:
     def _gather(self) -> None:
         """Under torch.distributed (each rank evaluated its shard): every rank gets all rows, ordered by
         item, once each (DistributedSampler pads a split shorter than the number of ranks with repeats)."""
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            shards: list[Any] = [None] * dist.get_world_size()
+        if is_distributed() and world_size() > 1:
+            shards: list[Any] = [None] * world_size()
             dist.all_gather_object(shards, self.rows)
             unique = {(str(r["item"]), str(r[self.group_key])): r for shard in shards for r in shard}  # padded shards
             self.rows = [unique[k] for k in sorted(unique)]
