@@ -14,6 +14,7 @@ import contextlib
 import io
 import logging
 from importlib import resources
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,9 @@ def _quiet():
         logging.getLogger().setLevel(level)
 
 
-def _check_workflow(config: Path, workflow_type: str, meta: Path, problems: list[str]) -> None:
+def _check_workflow(
+    config: Path, workflow_type: str, meta: Path, problems: list[str], overlays: Sequence[Path] = ()
+) -> None:
     from monai.bundle import ConfigWorkflow
 
     from common.configs import load_config_files
@@ -90,7 +93,8 @@ def _check_workflow(config: Path, workflow_type: str, meta: Path, problems: list
                 workflow_type=workflow_type,
                 init_id="__validate_only__",
             )
-            wf.parser.read_config(load_config_files(config))  # the shared pieces written out: any working folder
+            # the shared pieces written out (any working folder), then the overlays (e.g. smoke.yaml's tiny data)
+            wf.parser.read_config(load_config_files([config, *overlays]))
             wf.initialize()
             missing = wf.check_properties()
     except KeyError as err:
@@ -103,8 +107,14 @@ def _check_workflow(config: Path, workflow_type: str, meta: Path, problems: list
         problems.append(f"{name}: missing {workflow_type} properties {missing}")
 
 
-def validate_bundle(bundle_root: str | Path, run_network: bool = True) -> list[str]:
-    """Validate one bundle folder; returns the list of problems found (empty when valid)."""
+def validate_bundle(
+    bundle_root: str | Path, run_network: bool = True, overlays: Sequence[str | Path] = ()
+) -> list[str]:
+    """Validate one bundle folder; returns the list of problems found (empty when valid).
+
+    ``overlays``: config files read on top of ``train.yaml`` / ``inference.yaml`` for the workflow property check,
+    e.g. ``configs/smoke.yaml`` plus a file setting ``data_cache_dir``: building the workflows resolves the datalist,
+    which generates the embedded phantoms on first use (about 100 s for the full-size default data)."""
     from monai.bundle import ConfigParser, verify_metadata, verify_net_in_out
 
     from common.configs import load_config_files
@@ -135,8 +145,9 @@ def validate_bundle(bundle_root: str | Path, run_network: bool = True) -> list[s
     if "network_def" in train and "network_def" in parsed["inference.yaml"]:
         if train.get("network_def") != parsed["inference.yaml"].get("network_def"):
             problems.append("train.yaml and inference.yaml define different network_def")
-    _check_workflow(configs / "train.yaml", "train", meta_file, problems)
-    _check_workflow(configs / "inference.yaml", "infer", meta_file, problems)
+    extra = [Path(o) for o in overlays]
+    _check_workflow(configs / "train.yaml", "train", meta_file, problems, extra)
+    _check_workflow(configs / "inference.yaml", "infer", meta_file, problems, extra)
     # multi_gpu_train.yaml: parsed on top of train.yaml above; building it needs a process group (tests/test_multi_gpu)
     try:
         with _quiet():

@@ -49,6 +49,24 @@ def run_bundle(args: list[str], cwd: Path = ROOT, timeout: int = 900) -> subproc
     return proc
 
 
+def run_bundle_steps(steps: list[tuple[Path, list[str]]], tmp: Path, timeout: int = 900) -> list[str]:
+    """Run several ``python -m monai.bundle <args>`` commands (``(cwd, args)`` each) in order in ONE subprocess
+    (tests/bundle_steps.py); fail the test with the output on error. Returns each step's stdout + stderr."""
+    plan = tmp / "bundle_steps.json"
+    plan.write_text(json.dumps([{"cwd": str(cwd), "args": list(args)} for cwd, args in steps]))
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "bundle_steps.py"), str(plan)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"bundle steps failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    outs, errs = (re.split(r"STEP \d+ DONE\n", s) for s in (proc.stdout, proc.stderr))
+    assert len(outs) == len(errs) == len(steps) + 1, "a step did not report its end"
+    return [o + e for o, e in zip(outs[:-1], errs[:-1], strict=True)]
+
+
 def run_bundle_failing(args: list[str], cwd: Path = ROOT, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run ``python -m monai.bundle <args>`` in a subprocess that must FAIL; returns it (for its stderr/stdout)."""
     proc = subprocess.run(

@@ -2,7 +2,8 @@
 
 Per bundle: static validation (files, parsing, ConfigWorkflow properties for train and infer, metadata against the
 vendored schema, identical network in train/inference, verify_net_in_out), a TorchScript export round trip, and a
-tiny training -> resume -> inference run on generated data through the real `python -m monai.bundle` entry point.
+tiny training (tracked with MLflow) -> resume -> inference run on generated data through the real
+`python -m monai.bundle` entry point.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import shutil
 import pytest
 import torch
 import yaml
-from conftest import BUNDLES, run_bundle
+from conftest import BUNDLES, ROOT, run_bundle_steps
 from monai.bundle import ConfigParser, ckpt_export
 
 from restorezoo.bundle_check import extra_forward_args, validate_bundle
@@ -25,9 +26,16 @@ def test_bundles_are_discovered():
     assert "pet_lowdose_film_unet" in IDS
 
 
+def _tiny_data(bundle, tmp_path, data_cache):
+    """Overlays for the workflow check: the smoke config's tiny phantoms, in the session's data cache."""
+    data = tmp_path / "data.yaml"
+    data.write_text(yaml.safe_dump({"data_cache_dir": str(data_cache / bundle.name)}))
+    return [bundle / "configs" / "smoke.yaml", data]
+
+
 @pytest.mark.parametrize("bundle", BUNDLES, ids=IDS)
-def test_bundle_validates(bundle):
-    assert validate_bundle(bundle) == []
+def test_bundle_validates(bundle, tmp_path, data_cache):
+    assert validate_bundle(bundle, overlays=_tiny_data(bundle, tmp_path, data_cache)) == []
 
 
 @pytest.mark.parametrize("bundle", BUNDLES, ids=IDS)
@@ -68,7 +76,7 @@ def _mutated_copy(bundle, tmp_path):
 
 @pytest.mark.parametrize("bundle", BUNDLES[:1], ids=IDS[:1])
 @pytest.mark.parametrize("mutation", ["no_network_def", "no_metadata_version", "no_training_id", "no_trainer"])
-def test_broken_bundle_fails_validation(bundle, tmp_path, mutation):
+def test_broken_bundle_fails_validation(bundle, tmp_path, mutation, data_cache):
     dst = _mutated_copy(bundle, tmp_path)
     configs = dst / "configs"
     if mutation == "no_metadata_version":
@@ -85,14 +93,18 @@ def test_broken_bundle_fails_validation(bundle, tmp_path, mutation):
         else:
             del cfg["train"]["trainer"]
         (configs / name).write_text(yaml.safe_dump(cfg, sort_keys=False))
-    problems = validate_bundle(dst, run_network=False)
+    problems = validate_bundle(dst, run_network=False, overlays=_tiny_data(dst, tmp_path, data_cache))
     assert problems, f"mutation {mutation} was not detected"
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("bundle", BUNDLES, ids=IDS)
 def test_smoke_train_resume_infer(bundle, tmp_path, data_cache):
-    """One tiny epoch, a resumed second epoch, then inference; from the repo root and from the bundle folder."""
+    """One tiny epoch tracked with MONAI's ``--tracking mlflow``, a resumed second epoch, then inference; from the
+    repo root and from the bundle folder. The three commands run in one process (tests/bundle_steps.py), each as
+    ``python -m monai.bundle`` would run it."""
+    import mlflow
+
     configs = bundle / "configs"
     common = [
         f"--ckpt_dir={tmp_path / 'models'}",
@@ -100,20 +112,37 @@ def test_smoke_train_resume_infer(bundle, tmp_path, data_cache):
         f"--data_cache_dir={data_cache / bundle.name}",
     ]
     train = f"['{configs / 'train.yaml'}','{configs / 'smoke.yaml'}']"
-    out1 = run_bundle(["run", "training", "--config_file", train, "--max_epochs=1", *common])
+    infer = f"['{configs / 'inference.yaml'}','{configs / 'smoke.yaml'}']"
     ckpt = tmp_path / "models" / "checkpoint_last.pt"
-    assert ckpt.is_file() and (tmp_path / "models" / "model.pt").is_file()
+    out1, out2, _ = run_bundle_steps(
+        [
+            (ROOT, ["run", "training", "--config_file", train, "--max_epochs=1", "--val_interval=1",
+                    "--tracking", "mlflow", *common]),  # fmt: skip
+            # interrupted-and-rerun: picks up the last checkpoint and trains only the missing epoch
+            (bundle, ["run", "training", "--config_file", train, "--max_epochs=2", *common]),
+            (bundle, ["run", "--config_file", infer, *common]),
+        ],
+        tmp_path,
+    )
+    assert f"resuming from {ckpt}" not in out1
+    assert f"resuming from {ckpt}: 1 epoch(s) done" in out2
     state = torch.load(ckpt, map_location="cpu", weights_only=False)["trainer"]  # ignite: iteration, epoch_length
-    assert state["iteration"] == state["epoch_length"] * 1
-    assert f"resuming from {ckpt}" not in out1.stdout
+    assert state["iteration"] == state["epoch_length"] * 2 and state["max_epochs"] == 2
+    assert (tmp_path / "models" / "model.pt").is_file()
     assert list((tmp_path / "eval").glob("*_latest.png")), "no PNG panel written"
     assert list((tmp_path / "eval" / "tensorboard").glob("events.*")), "no TensorBoard log"
-    # interrupted-and-rerun: picks up the last checkpoint and trains only the missing epoch
-    out2 = run_bundle(["run", "training", "--config_file", train, "--max_epochs=2", *common], cwd=bundle)
-    assert f"resuming from {ckpt}: 1 epoch(s) done" in out2.stdout
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)["trainer"]
-    assert state["iteration"] == state["epoch_length"] * 2 and state["max_epochs"] == 2
-    infer = f"['{configs / 'inference.yaml'}','{configs / 'smoke.yaml'}']"
-    run_bundle(["run", "--config_file", infer, *common], cwd=bundle)
     outputs = sorted((tmp_path / "eval").glob("*.nii*"))
     assert outputs, "inference wrote no output"
+
+    # the tracked first epoch: training loss per iteration and the validation metrics in MONAI's SQLite store
+    db = tmp_path / "eval" / "mlruns.db"
+    assert db.is_file()
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{db}")
+    runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
+    assert runs and all(r.info.status == "FINISHED" for r in runs)
+    metrics = {k for r in runs for k in r.data.metrics}
+    assert "train_loss" in metrics, metrics
+    assert any(k.startswith("val_") for k in metrics), metrics  # the evaluator's key metric, every epoch
+    history = [h for r in runs for h in client.get_metric_history(r.info.run_id, "train_loss")]
+    assert history and len(history) == state["epoch_length"]  # one epoch tracked, one value per iteration
+    assert all(h.value == h.value for h in history)  # finite
