@@ -116,8 +116,20 @@ def test_smoke_train_resume_infer(bundle, tmp_path, data_cache):
     ckpt = tmp_path / "models" / "checkpoint_last.pt"
     out1, out2, _ = run_bundle_steps(
         [
-            (ROOT, ["run", "training", "--config_file", train, "--max_epochs=1", "--val_interval=1",
-                    "--tracking", "mlflow", *common]),  # fmt: skip
+            (
+                ROOT,
+                [
+                    "run",
+                    "training",
+                    "--config_file",
+                    train,
+                    "--max_epochs=1",
+                    "--val_interval=1",
+                    "--tracking",
+                    "mlflow",
+                    *common,
+                ],
+            ),  # fmt: skip
             # interrupted-and-rerun: picks up the last checkpoint and trains only the missing epoch
             (bundle, ["run", "training", "--config_file", train, "--max_epochs=2", *common]),
             (bundle, ["run", "--config_file", infer, *common]),
