@@ -7,7 +7,7 @@ Commands (``restorezoo <command> --help`` for each)::
     restorezoo simulate-pet IN.nii.gz OUT.nii.gz --drf 20     low-count PET (fast route, or --route sinogram --mu MU)
     restorezoo simulate-thick IN.nii.gz OUT.nii.gz --factor 4 thick slices (Gaussian profile, FWHM = thickness)
     restorezoo dicom2nifti SERIES_DIR OUT.nii.gz              DICOM / IMA series -> NIfTI (CT in HU, PET in SUVbw)
-    restorezoo validate bundles/<name>                        static bundle validation (as CI does)
+    restorezoo validate bundles/<name> [--overlays a.yaml,b]  static bundle validation (as CI does)
     restorezoo export bundles/<name> [--out dist] [--ckpt P]  self-contained model-zoo release folder + zip
     restorezoo benchmark [--bundles_dir bundles] [--bundles a,b] [--train] [--readme README.md]   vs baselines + speed
     restorezoo speed bundles/<name> [--bundle_inferer] [--input_shape X,Y,Z]   voxels/s and peak memory vs MONAI UNet
@@ -181,11 +181,16 @@ def dicom2nifti(series: str, output: str, series_uid: str | None = None) -> str:
     return str(output)
 
 
-def validate(bundle: str) -> bool:
-    """Validate a bundle folder as CI does; prints the problems (exit status 1 when there are any)."""
+def validate(bundle: str, overlays: str | list[str] | tuple[str, ...] = ()) -> bool:
+    """Validate a bundle folder as CI does; prints the problems (exit status 1 when there are any).
+
+    ``--overlays a.yaml,b.yaml``: config files read on top of train.yaml / inference.yaml for the workflow check
+    (e.g. the bundle's ``configs/smoke.yaml`` and a ``data_cache_dir``: building the workflows generates the embedded
+    default phantoms on first use otherwise)."""
     from restorezoo.bundle_check import validate_bundle
 
-    problems = validate_bundle(bundle)
+    files = overlays.split(",") if isinstance(overlays, str) else list(overlays)
+    problems = validate_bundle(bundle, overlays=[f for f in files if f])
     for p in problems:
         print(f"- {p}")
     if problems:

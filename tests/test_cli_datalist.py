@@ -96,9 +96,12 @@ def test_cli_simulate_ct_and_refuses_to_overwrite_input(tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_validate_reports_a_valid_bundle():
+def test_cli_validate_reports_a_valid_bundle(tmp_path, data_cache):
     from conftest import ROOT
 
-    proc = _cli("validate", str(ROOT / "bundles" / "pet_lowdose_film_unet"))
+    bundle = ROOT / "bundles" / "pet_lowdose_film_unet"
+    data = tmp_path / "data.yaml"  # the smoke data, not the full-size default phantoms (generated on first use)
+    data.write_text(f"data_cache_dir: {data_cache / bundle.name}\n")
+    proc = _cli("validate", str(bundle), "--overlays", f"{bundle / 'configs' / 'smoke.yaml'},{data}")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "valid" in proc.stdout

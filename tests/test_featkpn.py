@@ -194,9 +194,14 @@ def test_select_and_reference_items():
 
 
 # ---------------------------------------------------------------------------------------------- bundle
-def test_config_anatomy_weight_zero_needs_no_anatomical_network(tmp_path):
-    parser = ConfigParser()
-    parser.read_config(str(CONFIGS / "train.yaml"))
+def test_config_anatomy_weight_zero_needs_no_anatomical_network(tmp_path, data_cache):
+    def smoke_parser() -> ConfigParser:  # the tiny smoke data: building the trainer resolves the datalist
+        parser = ConfigParser()
+        parser.read_config([str(CONFIGS / "train.yaml"), str(CONFIGS / "smoke.yaml")])
+        parser["data_cache_dir"] = str(data_cache / "ct_lowdose_featkpn")
+        return parser
+
+    parser = smoke_parser()
     parser["anatomy_weight"] = 0.0
     parser["ckpt_dir"] = str(tmp_path / "no_models_here")
     assert parser.get_parsed_content("anatomy_net") is None
@@ -204,8 +209,7 @@ def test_config_anatomy_weight_zero_needs_no_anatomical_network(tmp_path):
     assert parser.get_parsed_content("load_anatomy") is None  # nothing to load
     # weight > 0: the workflow still builds (validation needs that), and the run's loading step names the missing
     # weights
-    parser = ConfigParser()
-    parser.read_config(str(CONFIGS / "train.yaml"))
+    parser = smoke_parser()
     parser["ckpt_dir"] = str(tmp_path / "no_models_here")
     assert parser.get_parsed_content("loss").feature_net is not None
     assert parser.get_parsed_content("train#trainer") is not None
