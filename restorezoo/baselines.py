@@ -203,6 +203,9 @@ class BaselineDenoised(MapTransform):
         dose_key: item key of the dose (``drf`` / ``dose``).
         slice_wise: filter axial slices in 2D.
         cache_dir: reuse outputs kept there (``denoise``).
+        from_file: filter the NIfTI file ``key`` was loaded from (physical units as stored) instead of ``d[key]``,
+            which a bundle may have clipped to its own intensity window: every bundle of a task then measures the
+            same baseline output, and the one its tuning measured (the tuning reads the files too).
     """
 
     def __init__(
@@ -212,10 +215,26 @@ class BaselineDenoised(MapTransform):
         dose_key: str,
         slice_wise: bool = False,
         cache_dir: str | None = None,
+        from_file: bool = False,
     ) -> None:
         super().__init__(keys)
         self.params = {name: {float(k): float(v) for k, v in table.items()} for name, table in params.items()}
         self.dose_key, self.slice_wise, self.cache_dir = dose_key, slice_wise, cache_dir
+        self.from_file = bool(from_file)
+
+    def _source(self, img: Any) -> np.ndarray:
+        """``img`` as a ``(C, X, Y, Z)`` array: its own values, or (``from_file``) those of its NIfTI file."""
+        arr = img.detach().cpu().numpy() if isinstance(img, torch.Tensor) else np.asarray(img)
+        if not self.from_file:
+            return arr
+        from common.io import load_nifti
+        from common.transforms.validation import source_of
+
+        path = source_of(img)
+        raw = load_nifti(path)[0].astype(np.float32)[None]
+        if raw.shape != arr.shape:
+            raise ValueError(f"{path}: file shape {raw.shape[1:]} differs from the loaded image {arr.shape[1:]}")
+        return raw
 
     def param(self, name: str, dose: float) -> float:
         """The parameter of ``name`` at ``dose`` (nearest tuned dose on a log scale)."""
@@ -228,7 +247,7 @@ class BaselineDenoised(MapTransform):
         dose = float(torch.as_tensor(d[self.dose_key]).reshape(-1)[0])
         for key in self.key_iterator(d):
             img = d[key]
-            arr = img.detach().cpu().numpy() if isinstance(img, torch.Tensor) else np.asarray(img)
+            arr = self._source(img)
             for name in self.params:
                 out = np.stack([denoise(name, c, self.param(name, dose), self.slice_wise, self.cache_dir) for c in arr])
                 t = torch.as_tensor(out)

@@ -36,16 +36,28 @@ import torch
 import yaml
 from ignite.engine import Engine, Events
 
-__all__ = ["PanelCollector", "SUVBiasReport", "Task", "load_task", "render", "run_benchmark"]
+__all__ = [
+    "PanelCollector",
+    "Task",
+    "load_task",
+    "read_results",
+    "render",
+    "run_benchmark",
+    "scoring_convention",
+    "task_tables",
+]
 
 logger = logging.getLogger(__name__)
 START, END = "<!-- benchmark:start -->", "<!-- benchmark:end -->"
+# the metric columns of the reports' CSVs (<candidate>_<metric>), longest first so "body_rmse" wins over "rmse"
+_METRICS = ("body_rmse", "body_bias", "nrmse", "psnr", "ssim", "rmse", "mae")
 
 
 @dataclass
 class Task:
     """What ``configs/benchmark.yaml``'s ``benchmark`` block says about a bundle."""
 
+    task: str
     group_key: str
     groups: list[float]
     baselines: list[str]
@@ -54,8 +66,6 @@ class Task:
     panel_keys: list[str] | None
     target_group: float | None
     target_over: str | None
-    metrics: list[str] | None = None
-    suv_bias: bool = False
     runs: list[dict[str, Any]] = field(default_factory=lambda: [{"name": "default"}])
     speed: dict[str, Any] = field(default_factory=dict)
 
@@ -72,6 +82,7 @@ def load_task(bundle: Path) -> Task:
         raise ValueError(f"{path}: no 'benchmark' block")
     baselines = spec.get("baselines", "auto")
     return Task(
+        task=str(spec.get("task") or bundle.name),
         group_key=spec["group_key"],
         groups=[float(g) for g in spec["groups"]],
         baselines=available_baselines(bool(spec.get("slice_wise", False))) if baselines == "auto" else list(baselines),
@@ -80,8 +91,6 @@ def load_task(bundle: Path) -> Task:
         panel_keys=spec.get("panel_keys"),
         target_group=spec.get("target_group"),
         target_over=spec.get("target_over"),
-        metrics=spec.get("metrics"),
-        suv_bias=bool(spec.get("suv_bias", False)),
         runs=spec.get("runs") or [{"name": "default"}],
         speed=spec.get("speed") or {},
     )
@@ -116,55 +125,6 @@ class PanelCollector:
         np.savez_compressed(self.output_dir / "panels.npz", **self.slices)
 
 
-class SUVBiasReport:
-    """Evaluator handler (PET): SUVmean / SUVmax bias (percent) of every candidate against the full-dose reference
-    inside the lesions and the liver (the datalist items' ``lesions`` / ``labels`` files, label table of the item's
-    ``anatomy``), one row per item, candidate and region -> ``<output_dir>/suv_bias.csv``."""
-
-    def __init__(self, output_dir: str, candidates: dict[str, str], group_key: str, organs: Sequence[str] = ("liver",)):
-        self.output_dir, self.candidates, self.group_key = Path(output_dir), dict(candidates), group_key
-        self.organs = list(organs)
-        self.rows: list[dict[str, Any]] = []
-
-    def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
-        engine.add_event_handler(Events.COMPLETED, self._save)
-
-    def _masks(self, item: dict) -> dict[str, np.ndarray]:
-        from common.io import load_nifti
-        from common.phantoms.pet import PET_BRAIN_LABELS, PET_TORSO_LABELS
-
-        masks = {}
-        if item.get("lesions"):
-            masks["lesion"] = load_nifti(str(item["lesions"]))[0] > 0
-        if item.get("labels"):
-            labels = load_nifti(str(item["labels"]))[0]
-            table = PET_TORSO_LABELS if item.get("anatomy") == "torso" else PET_BRAIN_LABELS
-            masks.update({o: labels == table[o] for o in self.organs if o in table})
-        return masks
-
-    def _collect(self, engine: Engine) -> None:
-        from common.metrics import suv_bias_in_masks
-
-        outputs = engine.state.output if isinstance(engine.state.output, list) else [engine.state.output]
-        batch = engine.state.batch if isinstance(engine.state.batch, list) else [engine.state.batch]
-        for out, item in zip(outputs, batch, strict=False):
-            masks = self._masks(item)
-            if not masks:
-                continue
-            group = float(torch.as_tensor(item.get(self.group_key)).reshape(-1)[0])
-            ref = torch.as_tensor(out["label"]).detach().cpu().float()[0]
-            for tag, key in self.candidates.items():
-                pred = torch.as_tensor(out[key]).detach().cpu().float()[0]
-                for region, b in suv_bias_in_masks(pred, ref, masks).items():
-                    self.rows.append({"item": str(item.get("image", "")), self.group_key: group, "method": tag,
-                                      "region": region, **b})  # fmt: skip
-
-    def _save(self, engine: Engine) -> None:
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        _write_csv(self.output_dir / "suv_bias.csv", self.rows)
-
-
 # ------------------------------------------------------------------------------------------------------- configs
 
 
@@ -187,6 +147,15 @@ def _first_report_index(parser) -> int:
         if isinstance(h, dict) and str(h.get("_target_", "")).endswith("GroupedMetricsReport"):
             return i
     raise ValueError("the evaluation config has no GroupedMetricsReport in handlers")
+
+
+def scoring_convention(bundle: Path) -> dict[str, Any]:
+    """How ``bundle`` scores its test split: the settings of the first metric report of its evaluation (window, data
+    range, SSIM axis, body threshold, metric names; :meth:`common.handlers.GroupedMetricsReport.metric_kwargs`), which
+    the benchmark also uses for the baselines. The bundles of one task must agree on it."""
+    parser = _parser(bundle, _eval_files(bundle, []), {})
+    report = parser.get_parsed_content(f"handlers#{_first_report_index(parser)}", instantiate=True)
+    return {k: v for k, v in report.metric_kwargs().items() if k != "mask"}
 
 
 def _eval_files(bundle: Path, extra: Sequence[Path]) -> list[Path]:
@@ -262,8 +231,9 @@ def evaluate_run(
     params: dict[str, dict[float, float]],
     out_dir: Path,
     cache_dir: Path | None = None,
-) -> tuple[Path, float]:
-    """The bundle's evaluation on the test split with the tuned baselines added; returns (items CSV, seconds)."""
+) -> tuple[Path, Path | None, float]:
+    """The bundle's evaluation on the test split with the tuned baselines added; returns (metric items CSV, SUV bias
+    items CSV or None, seconds)."""
     parser = _parser(bundle, files, {**overrides, "data_split": "test", "output_dir": str(out_dir)})
     names = list(params)
     if names:
@@ -276,6 +246,7 @@ def evaluate_run(
                 "dose_key": task.group_key,
                 "slice_wise": task.slice_wise,
                 "cache_dir": None if cache_dir is None else str(cache_dir),
+                "from_file": True,  # the stored input, as the tuning saw it, not a bundle's clipped copy
             }
         )
     handlers = parser["handlers"]
@@ -283,12 +254,9 @@ def evaluate_run(
     report = handlers[index]
     if names and "candidates" not in report:
         report["candidates"] = {"input": "image", **{n: n for n in names}, "output": "pred"}
-    if task.metrics:
-        report["metric_names"] = list(task.metrics)
-    if task.suv_bias:
-        candidates = report.get("candidates") or {"input": "image", "output": "pred"}
-        handlers.append({"_target_": "restorezoo.benchmark.SUVBiasReport", "output_dir": str(out_dir),
-                         "candidates": candidates, "group_key": task.group_key})  # fmt: skip
+    for h in handlers:  # the bundle's SUV bias report (PET convention) measures the baselines too
+        if _is_suv_bias(h):
+            h["candidates"] = report.get("candidates") or {"input": "image", "output": "pred"}
     keys = task.panel_keys or ["image", *names, "pred", "label"]
     handlers.append(
         {
@@ -310,8 +278,15 @@ def evaluate_run(
     (out_dir / "evaluation.log").write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
         raise RuntimeError(f"{bundle.name}: benchmark evaluation failed (log: {out_dir / 'evaluation.log'})")
-    prefix = _parser(bundle, files, {**overrides, "data_split": "test"}).get_parsed_content(f"handlers#{index}#prefix")
-    return out_dir / f"{prefix}_items.csv", seconds
+    parsed = _parser(bundle, files, {**overrides, "data_split": "test"})
+    items = out_dir / f"{parsed.get_parsed_content(f'handlers#{index}#prefix')}_items.csv"
+    bias = next((i for i, h in enumerate(handlers) if _is_suv_bias(h)), None)
+    bias_items = None if bias is None else out_dir / f"{parsed.get_parsed_content(f'handlers#{bias}#prefix')}_items.csv"
+    return items, bias_items, seconds
+
+
+def _is_suv_bias(handler: Any) -> bool:
+    return isinstance(handler, dict) and str(handler.get("_target_", "")).endswith("SUVBiasReport")
 
 
 def _suv_bias(path: Path, group_key: str) -> dict[tuple[float, str], dict[str, float]]:
@@ -327,9 +302,17 @@ def _suv_bias(path: Path, group_key: str) -> dict[tuple[float, str], dict[str, f
     return {k: {m: float(np.mean(v)) for m, v in d.items()} for k, d in acc.items()}
 
 
-def summarize(items_csv: Path, bundle: str, run: str, task: Task, params: dict[str, dict[float, float]]) -> list[dict]:
-    """Mean of every ``<method>_<metric>`` column per dose group -> one row per (dose, method)."""
-    bias = _suv_bias(items_csv.parent / "suv_bias.csv", task.group_key)
+def summarize(
+    items_csv: Path,
+    bundle: str,
+    run: str,
+    task: Task,
+    params: dict[str, dict[float, float]],
+    bias_csv: Path | None = None,
+) -> list[dict]:
+    """Mean of every ``<method>_<metric>`` column per dose group -> one row per (dose, method), with the mean SUV
+    biases of ``bias_csv`` (PET)."""
+    bias = _suv_bias(bias_csv, task.group_key) if bias_csv else {}
     with open(items_csv) as f:
         items = list(csv.DictReader(f))
     groups: dict[float, list[dict]] = defaultdict(list)
@@ -340,9 +323,10 @@ def summarize(items_csv: Path, bundle: str, run: str, task: Task, params: dict[s
         rs = groups[g]
         methods: dict[str, dict[str, float]] = defaultdict(dict)
         for col in rs[0]:
-            if "_" not in col or col in ("item", task.group_key):
+            metric = next((m for m in _METRICS if col.endswith(f"_{m}")), None)
+            if metric is None or col in ("item", task.group_key):
                 continue
-            method, metric = col.rsplit("_", 1)
+            method = col[: -len(metric) - 1]
             try:
                 methods[method][metric] = float(np.mean([float(r[col]) for r in rs]))
             except ValueError:
@@ -422,22 +406,58 @@ def _fmt(v: Any, digits: int = 2) -> str:
     return str(v)
 
 
+def _same_measurement(a: dict, b: dict) -> bool:
+    """Whether two rows hold the same values of every metric both have (relative tolerance 1e-6)."""
+    keys = [m for m in _METRICS if a.get(m) is not None and b.get(m) is not None]
+    return bool(keys) and all(abs(a[m] - b[m]) <= 1e-6 * max(1.0, abs(a[m])) for m in keys)
+
+
+def task_tables(rows: list[dict], tasks: dict[str, Task]) -> dict[str, list[dict]]:
+    """The rows of every bundle grouped by task (``benchmark.task`` of configs/benchmark.yaml), each with a
+    ``label``: a bundle's output is named after the bundle; the input and the baselines, which every bundle of a task
+    measures by the same convention on the same items, appear once per group value (a bundle whose value differs
+    gets its own row, labelled ``<method> (<bundle>)``). Per group value: input, baselines, then the outputs."""
+    out: dict[str, list[dict]] = defaultdict(list)
+    seen: dict[tuple, dict] = {}
+    for r in rows:
+        task = tasks[r["bundle"]]
+        label = r["method"]
+        if label == "output" and r.get("peer"):
+            label = f"{r['peer']} (peer)"
+        elif label == "output":
+            own_runs = {x["run"] for x in rows if x["bundle"] == r["bundle"] and not x.get("peer")}
+            label = r["bundle"] if len(own_runs) == 1 else f"{r['bundle']} ({r['run']})"
+        else:
+            key = (task.task, r[task.group_key], label)
+            if key in seen:
+                if _same_measurement(seen[key], r):
+                    continue
+                label = f"{label} ({r['bundle']})"
+            else:
+                seen[key] = r
+        out[task.task].append({**r, "label": label})
+    return {
+        name: sorted(rs, key=lambda r: (r[tasks[r["bundle"]].group_key], r["method"] == "output"))
+        for name, rs in out.items()
+    }
+
+
 def markdown(rows: list[dict], speed: list[dict], tasks: dict[str, Task], meta: dict[str, Any]) -> str:
-    """The results as Markdown: per bundle and run a table (dose x method), the targets, the speed table. A tuned
-    parameter at either end of its grid is flagged "(grid edge)": the best value may lie outside the grid."""
+    """The results as Markdown: per task one table (group value x method: input, baselines and every bundle of the
+    task, measured by the task's one convention), the figures of each bundle and run, the targets, the speed table. A
+    tuned parameter at either end of its grid is flagged "(grid edge)": the best value may lie outside the grid."""
     from restorezoo.baselines import GRIDS, parameter_grid
 
     lines = [f"Machine: {meta['machine']}. Command: `{meta['command']}`. Date: {meta['date']}.", ""]
     targets = []
-    by_run: dict[tuple[str, str], list[dict]] = defaultdict(list)
-    for r in rows:
-        by_run[(r["bundle"], r["run"])].append(r)
-    for (bundle, run), rs in by_run.items():
-        task = tasks[bundle]
-        metrics = [m for m in ("psnr", "ssim", "rmse", "nrmse", "mae") if any(r.get(m) is not None for r in rs)]
+    for name, rs in task_tables(rows, tasks).items():
+        group_key = tasks[rs[0]["bundle"]].group_key
+        metrics = [m for m in ("psnr", "ssim", "rmse", "nrmse", "mae", "body_rmse", "body_bias")
+                   if any(r.get(m) is not None for r in rs)]  # fmt: skip
         metrics += sorted({k for r in rs for k in r if k.endswith("_bias_pct") and r.get(k) is not None})
-        lines += [f"### {bundle} ({run})", ""]  # GitHub anchor: #<bundle>-<run>
-        lines += ["| " + task.group_key + " | method | tuned param | " + " | ".join(metrics) + " |"]
+        bundles = list(dict.fromkeys(r["bundle"] for r in rs))
+        lines += [f"### {name}", "", "Bundles: " + ", ".join(f"`{b}`" for b in bundles) + ".", ""]
+        lines += ["| " + group_key + " | method | tuned param | " + " | ".join(metrics) + " |"]
         lines += ["|---|---|---|" + "---|" * len(metrics)]
         for r in rs:
             vals = " | ".join(_fmt(r.get(m), 4 if m in ("ssim", "nrmse") else 2) for m in metrics)
@@ -445,9 +465,20 @@ def markdown(rows: list[dict], speed: list[dict], tasks: dict[str, Task], meta: 
             if r.get("param") is not None and r["method"] in GRIDS:
                 grid = parameter_grid(r["method"])
                 param += " (grid edge)" if float(r["param"]) in (grid[0], grid[-1]) else ""
-            lines.append(f"| {r[task.group_key]:g} | {r['method']} | {param} | {vals} |")
-        lines += ["", f"![PSNR vs {task.group_key}](figures/{bundle}_{run}_psnr.png) "
-                  f"![panels](figures/{bundle}_{run}_panels.png)", ""]  # fmt: skip
+            label = f"**{r['label']}**" if r["method"] == "output" else r["label"]
+            lines.append(f"| {r[group_key]:g} | {label} | {param} | {vals} |")
+        lines.append("")
+        for bundle, run in dict.fromkeys((r["bundle"], r["run"]) for r in rs):
+            lines.append(f"{bundle} ({run}): ![PSNR vs {group_key}](figures/{bundle}_{run}_psnr.png) "
+                         f"![panels](figures/{bundle}_{run}_panels.png)")  # fmt: skip
+        lines.append("")
+    by_run: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for r in rows:
+        by_run[(r["bundle"], r["run"])].append(r)
+    for (bundle, run), rs in by_run.items():
+        task = tasks[bundle]
+        if rs[0].get("peer"):
+            continue
         if task.target_group is not None:
             at = [r for r in rs if abs(r[task.group_key] - float(task.target_group)) < 1e-9 and "psnr" in r]
             out = next((r for r in at if r["method"] == "output"), None)
@@ -461,6 +492,16 @@ def markdown(rows: list[dict], speed: list[dict], tasks: dict[str, Task], meta: 
                     f"- {bundle} ({run}) at {task.group_key} {task.target_group:g}: output {out['psnr']:.2f} dB vs "
                     f"best baseline {best['method']} {best['psnr']:.2f} dB: {gain:+.2f} dB "
                     f"(target >= +1 dB: {'met' if gain >= 1 else 'NOT met'})"
+                )
+            peers = [r for r in rows if r.get("peer") and r["method"] == "output" and "psnr" in r
+                     and tasks[r["bundle"]].task == task.task
+                     and abs(r[task.group_key] - float(task.target_group)) < 1e-9]  # fmt: skip
+            for peer in peers if out else []:
+                gain = out["psnr"] - peer["psnr"]
+                targets.append(
+                    f"- {bundle} ({run}) at {task.group_key} {task.target_group:g}: output {out['psnr']:.2f} dB vs "
+                    f"peer {peer['peer']} {peer['psnr']:.2f} dB: {gain:+.2f} dB (target > 0: "
+                    f"{'met' if gain > 0 else 'NOT met'})"
                 )
     if speed:
         lines += ["### Speed and memory (128 x 128 x 96 output volume)", ""]
@@ -507,6 +548,25 @@ def update_readme(readme: Path, body: str) -> None:
 # ---------------------------------------------------------------------------------------------------------- runner
 
 
+def _run_configs(run: dict[str, Any]) -> list[Path]:
+    """The config overlays of a run: ``peer_overlay`` (a file of :mod:`restorezoo.peers`)."""
+    from restorezoo.peers import overlay_path
+
+    return [overlay_path(run["peer_overlay"])] if run.get("peer_overlay") else []
+
+
+def _peer_available(bundle: Path, run: dict[str, Any]) -> bool:
+    """Whether a run's optional package (``requires``, a module name) is installed; logs the skip when not."""
+    import importlib.util
+
+    module = run.get("requires")
+    if not module or importlib.util.find_spec(module) is not None:
+        return True
+    logger.warning("%s: %s skipped: optional package '%s' is not installed (%s)", bundle.name,
+                   run.get("peer") or run.get("name"), module, run.get("install", "see restorezoo/peers"))  # fmt: skip
+    return False
+
+
 def _train(bundle: Path, ckpt_dir: Path, run: dict[str, Any], extra: Sequence[Path], overrides: dict[str, Any]):
     files = [bundle / "configs" / "train.yaml", *extra]
     cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", repr([str(f) for f in files])]
@@ -549,8 +609,12 @@ def run_benchmark(
     cache = out / "work" / "baseline_cache"  # baseline outputs, shared by the bundles that share embedded data
     for bundle in selected:
         task = tasks[bundle.name] = load_task(bundle)
+        host_params: dict[str, dict[float, float]] | None = None
         for run in task.runs:
             name = run.get("name", "default")
+            if not _peer_available(bundle, run):
+                continue
+            run_extra = [*extra, *_run_configs(run)]
             run_over = {**run.get("overrides", {}), **overrides}
             ckpt_dir = bundle / run.get("ckpt_subdir", "models")
             key = f"{bundle.name}:{name}" if f"{bundle.name}:{name}" in ckpts else bundle.name
@@ -558,16 +622,22 @@ def run_benchmark(
             if not ckpt.is_file():
                 if not train:
                     raise FileNotFoundError(f"{ckpt}: no weights for {bundle.name} ({name}); pass --train or --ckpt")
-                _train(bundle, ckpt_dir, run, extra, overrides)
-            files = _eval_files(bundle, extra)
+                _train(bundle, ckpt_dir, run, run_extra, overrides)
+            files = _eval_files(bundle, run_extra)
             run_over["ckpt_path"] = str(ckpt)
-            params, tried = tune_baselines(bundle, task, files, run_over, quick, cache)
+            if run.get("peer") and host_params is not None:  # a peer: the host's baselines, tuned once
+                params, tried = host_params, []
+            else:
+                params, tried = tune_baselines(bundle, task, files, run_over, quick, cache)
+                host_params = params
             tuning += [{"bundle": bundle.name, "run": name, **t} for t in tried]
             work = out / "work" / bundle.name / name
-            items_csv, seconds = evaluate_run(bundle, task, files, run_over, params, work, cache)
-            rs = summarize(items_csv, bundle.name, name, task, params)
+            items_csv, bias_csv, seconds = evaluate_run(bundle, task, files, run_over, params, work, cache)
+            rs = summarize(items_csv, bundle.name, name, task, params, bias_csv)
             for r in rs:
                 r["eval_seconds"] = seconds
+                if run.get("peer"):
+                    r["peer"] = run["peer"]
             rows += rs
             _plot(rs, task, out / "figures" / f"{bundle.name}_{name}_psnr.png", f"{bundle.name} ({name}), test split")
             _panels(work / "panels.npz", task, out / "figures" / f"{bundle.name}_{name}_panels.png", bundle.name)
@@ -610,6 +680,12 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def read_results(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a ``results.csv`` with numbers as floats (empty cells: None)."""
+    with open(path) as f:
+        return [_numeric(r) for r in csv.DictReader(f)]
+
+
 def _numeric(row: dict[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in row.items():
@@ -647,8 +723,7 @@ def render(
     """Re-write ``results.md`` (and the README section) from the CSV files of an earlier run, without re-running
     (``measure_bm4d``: time BM4D now, when installed, and record it)."""
     out = Path(out).resolve()
-    with open(out / "results.csv") as f:
-        rows = [_numeric(r) for r in csv.DictReader(f)]
+    rows = read_results(out / "results.csv")
     speed = []
     if (out / "speed.csv").stat().st_size:
         with open(out / "speed.csv") as f:

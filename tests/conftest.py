@@ -76,11 +76,13 @@ def run_bundle_failing(args: list[str], cwd: Path = ROOT, timeout: int = 600) ->
     return proc
 
 
-def perturbed_weights(bundle: Path, path: Path, **overrides) -> Path:
-    """Save the bundle's inference network (config ids changed by ``overrides``, e.g. ``factor=2``) with seeded,
-    perturbed parameters to ``path``."""
+def perturbed_weights(bundle: Path, path: Path, overlays: tuple[Path, ...] = (), **overrides) -> Path:
+    """Save the bundle's inference network (config ids changed by ``overlays`` files and ``overrides``, e.g.
+    ``factor=2``) with seeded, perturbed parameters to ``path``."""
+    from common.configs import load_config_files
+
     parser = ConfigParser()
-    parser.read_config(str(bundle / "configs" / "inference.yaml"))
+    parser.read_config(load_config_files([bundle / "configs" / "inference.yaml", *overlays]))
     parser["bundle_root"] = str(bundle)
     for k, v in overrides.items():
         parser[k] = v

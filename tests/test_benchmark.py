@@ -5,6 +5,7 @@ documented command in README.md, not part of CI."""
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import math
 from collections import defaultdict
@@ -15,7 +16,16 @@ import yaml
 from conftest import BUNDLES, perturbed_weights
 
 from restorezoo.baselines import available_baselines, denoise, noise_sigma, parameter_grid, tune
-from restorezoo.benchmark import END, START, load_task, run_benchmark
+from restorezoo.benchmark import (
+    END,
+    START,
+    load_task,
+    read_results,
+    run_benchmark,
+    scoring_convention,
+    task_tables,
+)
+from restorezoo.peers import overlay_path
 
 IDS = [b.name for b in BUNDLES]
 
@@ -30,6 +40,22 @@ def test_every_bundle_describes_its_benchmark(bundle):
     task = load_task(bundle)
     assert task.groups and task.group_key and len(task.panel_window) == 2
     assert set(task.baselines) <= set(available_baselines()) | {"bm3d", "bm4d"}
+
+
+def test_bundles_of_one_task_score_with_one_convention():
+    """One ruler per task: every bundle of a task scores its test split with the same settings (the first report of
+    its evaluate.yaml), so their rows compare; the CT and PET conventions are the documented ones."""
+    by_task = defaultdict(list)
+    for bundle in BUNDLES:
+        by_task[load_task(bundle).task].append(scoring_convention(bundle))
+    assert len(by_task["ct_denoising"]) >= 2 and len(by_task["pet_denoising"]) >= 2
+    for task, conventions in by_task.items():
+        assert all(c == conventions[0] for c in conventions), (task, conventions)
+    ct, pet = by_task["ct_denoising"][0], by_task["pet_denoising"][0]
+    assert ct["window"] == (-1000.0, 1000.0) and ct["data_range"] == "window" and ct["ssim_axis"] == -1
+    assert ct["scale"] == 1.0 and {"psnr", "ssim", "body_rmse", "body_bias"} <= set(ct["names"])
+    assert pet["data_range"] == "reference_max" and pet["window"] is None and pet["scale"] == 1.0
+    assert {"psnr", "ssim", "body_rmse", "body_bias"} <= set(pet["names"])
 
 
 def test_baselines_reduce_noise_and_keep_shape():
@@ -134,21 +160,29 @@ def test_tiny_benchmark_all_bundles(export_of, data_cache, tmp_path):
         _, work, _, _, _ = export_of(bundle)  # perturbed weights, tiny data, run-time overlay
         ckpts[bundle.name] = str(work / "weights.pt")
         runs = load_task(bundle).runs
-        for run in runs[1:]:  # extra runs (SR x2): weights of that network
+        for run in runs[1:]:  # extra runs (SR x2, the learned peers): weights of that network
+            if run.get("requires") and importlib.util.find_spec(run["requires"]) is None:
+                continue  # an optional peer that is not installed: the benchmark skips it
             over = run.get("overrides", {})
+            overlays = (overlay_path(run["peer_overlay"]),) if run.get("peer_overlay") else ()
             ckpts[f"{bundle.name}:{run['name']}"] = str(
-                perturbed_weights(bundle, tmp_path / f"{bundle.name}_{run['name']}.pt", **over)
+                perturbed_weights(bundle, tmp_path / f"{bundle.name}_{run['name']}.pt", overlays, **over)
             )
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n\n## Results\n{START}\nold\n{END}\n\n## After\n")
-    # one overlay per bundle is not possible in one call: run bundle by bundle with its own run-time overlay
+    # one overlay per bundle is not possible in one call: run bundle by bundle with its own run-time overlay; the
+    # bundles of one task run on the same tiny data (the first one's phantoms and doses), as in the real benchmark
+    shared: dict[str, dict] = {}
+    all_rows: list[dict] = []
     for bundle in BUNDLES:
         _, work, _, _, datalist = export_of(bundle)
         overlay = yaml.safe_load((work / "runtime.yaml").read_text())
-        data_dir = datalist.parent  # the tiny phantoms of the export fixture
+        task_name = load_task(bundle).task
         if bundle.name == "ct_throughplane_sr":  # the x2 run needs x2 items in the tiny data
             overlay["phantom_kwargs"]["factors"] = [2, 4]
-            data_dir = data_cache / "bench_ct_throughplane_sr"
+        first = shared.setdefault(task_name, {k: overlay.get(k) for k in ("phantom_kwargs", "doses", "drfs")})
+        overlay.update({k: v for k, v in first.items() if v is not None})
+        data_dir = data_cache / f"bench_{task_name}"
         (tmp_path / f"{bundle.name}.yaml").write_text(yaml.safe_dump(overlay))
         out = tmp_path / "out" / bundle.name
         run_benchmark(
@@ -165,18 +199,24 @@ def test_tiny_benchmark_all_bundles(export_of, data_cache, tmp_path):
         task = load_task(bundle)
         rows = _read(out / "results.csv")
         assert rows, bundle.name
+        all_rows += read_results(out / "results.csv")
         methods = defaultdict(set)
         for r in rows:
             methods[(r["run"], float(r[task.group_key]))].add(r["method"])
             assert math.isfinite(float(r["psnr"]))
-        assert {r["run"] for r in rows} == {run.get("name", "default") for run in task.runs}
+        assert {r["run"] for r in rows} == {
+            run.get("name", "default")
+            for run in task.runs
+            if f"{bundle.name}:{run.get('name')}" in ckpts or run is task.runs[0]
+        }
         for found in methods.values():
             assert {"output"} <= found and set(task.baselines) <= found
             assert ("input" in found) or ({"linear", "cubic"} <= found)
         tuning = _read(out / "tuning.csv")
         for r in rows:  # the parameter used on the test split is the validation argmax for that dose
             if r["method"] in task.baselines:
-                tried = [t for t in tuning if t["baseline"] == r["method"] and t["run"] == r["run"]]
+                tuned_in = task.runs[0].get("name", "default") if r.get("peer") else r["run"]  # peers: the host's
+                tried = [t for t in tuning if t["baseline"] == r["method"] and t["run"] == tuned_in]
                 doses = {float(t[task.group_key]) for t in tried}
                 nearest = min(doses, key=lambda d: abs(math.log(d) - math.log(float(r[task.group_key]))))
                 at = [t for t in tried if float(t[task.group_key]) == nearest]
@@ -192,8 +232,29 @@ def test_tiny_benchmark_all_bundles(export_of, data_cache, tmp_path):
             assert (out / "figures" / f"{bundle.name}_{name}_psnr.png").is_file()
             assert (out / "figures" / f"{bundle.name}_{name}_panels.png").is_file()
         text = readme.read_text()
-        assert "old" not in text and f"### {bundle.name}" in text and text.endswith("## After\n")
+        assert "old" not in text and f"### {task.task}" in text and text.endswith("## After\n")
     json.loads((tmp_path / "out" / BUNDLES[0].name / "meta.json").read_text())
+
+    # one table per task: the input and the baselines once per dose (every bundle of the task measured them with
+    # the task's one convention, on the same items: identical values), then each bundle's output under its name
+    tasks = {b.name: load_task(b) for b in BUNDLES}
+    tables = task_tables(all_rows, tasks)
+    assert set(tables) == {"ct_denoising", "pet_denoising", "ct_throughplane_sr"}
+    for name in ("ct_denoising", "pet_denoising"):
+        members = [b for b, t in tasks.items() if t.task == name]
+        assert len(members) == 2, members
+        rs = tables[name]
+        key = tasks[members[0]].group_key
+        for g in {r[key] for r in rs}:
+            labels = [r["label"] for r in rs if r[key] == g]
+            outputs = [r["label"] for r in rs if r[key] == g and r["method"] == "output"]
+            assert labels.count("input") == 1 and set(members) <= set(outputs), labels
+            assert labels[: -len(outputs)] == [r["label"] for r in rs if r[key] == g and r["method"] != "output"]
+            assert not any("(" in label for label in labels if label not in outputs), labels  # one input per dose
+        assert all(r.get("body_bias") is not None and r.get("body_rmse") is not None for r in rs)
+    assert "MONAI UNet (peer)" in {r["label"] for r in tables["pet_denoising"]}  # the PET peer, always installed
+    pet = [r for r in tables["pet_denoising"] if r["label"] == "input"]
+    assert all(r.get("lesion_suvmax_bias_pct") is not None for r in pet)  # the bundles' own SUV bias report
 
 
 @pytest.mark.slow

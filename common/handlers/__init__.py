@@ -10,6 +10,7 @@ from common.handlers.checkpoint import (
 from common.handlers.grouped_metrics import GroupedMetricsReport, compute_item_metrics
 from common.handlers.output import BatchOutputAsList
 from common.handlers.panel import PanelWriter, save_panel
+from common.handlers.suv_bias import SUVBiasReport
 
 __all__ = [
     "BatchOutputAsList",
@@ -18,6 +19,7 @@ __all__ = [
     "LastCheckpointSaver",
     "PanelWriter",
     "ResumeFromLatest",
+    "SUVBiasReport",
     "atomic_torch_save",
     "compute_item_metrics",
     "last_checkpoint",

@@ -23,16 +23,24 @@ from ignite.engine import Engine, Events
 from common import metrics as M
 from common.distributed import is_distributed, is_main_process, world_size
 from common.io.atomic import temp_path
+from common.transforms.masks import body_mask
 from common.transforms.validation import source_of
 
 __all__ = ["GroupedMetricsReport", "compute_item_metrics"]
 
 METRICS = ("psnr", "ssim", "rmse", "nrmse")
+BODY_METRICS = ("body_rmse", "body_bias")  # inside the body mask of the reference, before any window clip
+_IN_UNITS = ("rmse", "mae", *BODY_METRICS)  # metrics in the image's physical units (HU, SUV)
 
 
 def _group_label(group: Any) -> str:
     """A group value as written in tables and metric names (``20`` for 20.0; strings such as ``all`` as they are)."""
     return group if isinstance(group, str) else f"{group:g}"
+
+
+def _metric_label(name: str) -> str:
+    """Table header of a metric: ``PSNR``, ``body RMSE``, ``body bias``."""
+    return {"body_rmse": "body RMSE", "body_bias": "body bias"}.get(name, name.upper())
 
 
 def compute_item_metrics(
@@ -45,16 +53,32 @@ def compute_item_metrics(
     ssim_axis: int | None = None,
     mask: torch.Tensor | None = None,
     ssim_win: int = 11,
+    body_threshold: float | None = None,
 ) -> dict[str, float]:
     """Metrics of one ``pred`` against ``ref`` ((C, *spatial) tensors), after multiplying by ``scale`` (to physical
     units) and clipping to ``window`` when given. ``data_range``: a number, ``"reference_max"`` or ``"window"``.
     ``ssim_axis``: None = SSIM over the whole image (2D or 3D); an axis (-1 = axial z) = mean 2D SSIM over the slices
     along it (the convention of slice-wise CT papers). ``mask``: optional (C, *spatial) 0/1 tensor: PSNR, SSIM (whole
-    image) and MAE inside it (e.g. the body); RMSE/NRMSE stay global."""
+    image) and MAE inside it (e.g. the body); RMSE/NRMSE stay global.
+
+    ``body_rmse`` / ``body_bias``: RMSE and mean signed error ``mean(pred - ref)`` in physical units (HU, SUV) inside
+    the body of the reference (:func:`common.transforms.body_mask` at ``body_threshold``: -500 HU for CT, a low SUV
+    for PET), on the same (clipped) values as the other metrics: a denoiser must not shift the mean inside the body.
+    (Clipped, because bundles clip their inputs to their own windows: after the common window every bundle of a task
+    sees the same input and reference.)"""
     p, r = pred.float() * scale, ref.float() * scale
     if window is not None:
         lo, hi = float(window[0]), float(window[1])
         p, r = p.clamp(lo, hi), r.clamp(lo, hi)
+    body = None
+    if any(n in BODY_METRICS for n in names):
+        if body_threshold is None:
+            raise ValueError(f"{[n for n in names if n in BODY_METRICS]} need a body_threshold")
+        body = torch.as_tensor(body_mask(r, float(body_threshold)))
+        if not body.any():
+            raise ValueError(f"the reference has no voxel above the body threshold {body_threshold}")
+        diff = (p - r)[body]
+        body_values = {"body_rmse": float(diff.pow(2).mean().sqrt()), "body_bias": float(diff.mean())}
     if data_range == "reference_max":
         dr = M.reference_max(r)
     elif data_range == "window":
@@ -78,7 +102,7 @@ def compute_item_metrics(
         "nrmse": lambda: M.nrmse(p, r),
         "mae": lambda: M.hu_mae(p, r, mask=m),
     }
-    return {n: fns[n]() for n in names}
+    return {n: body_values[n] if n in BODY_METRICS else fns[n]() for n in names}
 
 
 class GroupedMetricsReport:
@@ -92,7 +116,8 @@ class GroupedMetricsReport:
     Args:
         output_dir: where the CSV and Markdown go.
         group_key: batch item key to group by (``"drf"``, ``"dose"``, ``"factor"``).
-        metric_names: subset of ``psnr, ssim, rmse, nrmse, mae``.
+        metric_names: subset of ``psnr, ssim, rmse, nrmse, mae, body_rmse, body_bias`` (the last two need
+            ``body_threshold``).
         data_range: ``"reference_max"`` (PET convention), ``"window"`` or a number.
         window: optional ``(low, high)`` clip in physical units (e.g. HU brain window ``(-40, 120)``).
         scale: factor to physical units (e.g. the SUV scale) applied before metrics.
@@ -108,6 +133,8 @@ class GroupedMetricsReport:
         mask_key: optional key of a 0/1 mask (e.g. ``mask``, the body) in the output or the batch item: PSNR, SSIM
             and MAE inside it.
         ssim_win: SSIM window size.
+        body_threshold: threshold of the body mask of the reference, in physical units (after ``scale``), for
+            ``body_rmse`` / ``body_bias`` (:func:`compute_item_metrics`).
     """
 
     def __init__(
@@ -127,6 +154,7 @@ class GroupedMetricsReport:
         gain_over: str | None = None,
         mask_key: str | None = None,
         ssim_win: int = 11,
+        body_threshold: float | None = None,
     ) -> None:
         self.output_dir = Path(output_dir)
         self.group_key = group_key
@@ -147,6 +175,9 @@ class GroupedMetricsReport:
             raise ValueError(f"gain_over {self.gain_over!r} is not a candidate tag {list(self.candidates)}")
         self.mask_key = mask_key
         self.ssim_win = int(ssim_win)
+        self.body_threshold = None if body_threshold is None else float(body_threshold)
+        if any(n in BODY_METRICS for n in self.metric_names) and self.body_threshold is None:
+            raise ValueError(f"metric_names {self.metric_names} need a body_threshold")
         self.rows: list[dict[str, Any]] = []
         self.logger = logging.getLogger(__name__)
 
@@ -182,6 +213,7 @@ class GroupedMetricsReport:
             ssim_axis=self.ssim_axis,
             mask=mask,
             ssim_win=self.ssim_win,
+            body_threshold=self.body_threshold,
         )
 
     def _mask(self, out: dict[str, Any], item: Any) -> torch.Tensor | None:
@@ -214,7 +246,10 @@ class GroupedMetricsReport:
     def markdown(self) -> str:
         table = self.summary()
         tags = list(self.candidates)
-        header = [self.group_key, "n"] + [f"{t} {m.upper()}" for m in self.metric_names for t in tags]
+        unit = f" ({self.units})" if self.units else ""
+        header = [self.group_key, "n"] + [
+            f"{t} {_metric_label(m)}{unit if m in _IN_UNITS else ''}" for m in self.metric_names for t in tags
+        ]
         if "psnr" in self.metric_names:
             header.append("PSNR gain (dB)" if self.gain_over == "input" else f"PSNR gain over {self.gain_over} (dB)")
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
