@@ -181,6 +181,11 @@ def dicom2nifti(series: str, output: str, series_uid: str | None = None) -> str:
     return str(output)
 
 
+def _names(value: str | list[str] | tuple[str, ...] | None) -> list[str]:
+    """A command-line list: ``"a,b"`` (or the tuple / list fire makes of it) -> ``["a", "b"]``, empty items dropped."""
+    return [v for v in (value.split(",") if isinstance(value, str) else value or []) if v]
+
+
 def validate(bundle: str, overlays: str | list[str] | tuple[str, ...] = ()) -> bool:
     """Validate a bundle folder as CI does; prints the problems (exit status 1 when there are any).
 
@@ -189,8 +194,7 @@ def validate(bundle: str, overlays: str | list[str] | tuple[str, ...] = ()) -> b
     default phantoms on first use otherwise)."""
     from restorezoo.bundle_check import validate_bundle
 
-    files = overlays.split(",") if isinstance(overlays, str) else list(overlays)
-    problems = validate_bundle(bundle, overlays=[f for f in files if f])
+    problems = validate_bundle(bundle, overlays=_names(overlays))
     for p in problems:
         print(f"- {p}")
     if problems:
@@ -255,7 +259,7 @@ def benchmark(
         print(md.read_text())
         return str(md)
     ckpts = dict(item.split("=", 1) for item in ckpt.split(",")) if ckpt else {}
-    names = [b for b in (bundles.split(",") if isinstance(bundles, str) else bundles or []) if b]
+    names = _names(bundles)
     md = run_benchmark(
         bundles=names or None,
         bundles_dir=bundles_dir,

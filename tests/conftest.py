@@ -49,6 +49,14 @@ def run_bundle(args: list[str], cwd: Path = ROOT, timeout: int = 900) -> subproc
     return proc
 
 
+def smoke_overlays(bundle: Path, tmp: Path, data_cache: Path) -> list[Path]:
+    """Config overlays for a quick workflow build: the bundle's smoke.yaml (tiny phantoms) and its data in the
+    session's data cache, instead of generating the full-size default phantoms on first use."""
+    data = tmp / "data.yaml"
+    data.write_text(yaml.safe_dump({"data_cache_dir": str(data_cache / bundle.name)}))
+    return [bundle / "configs" / "smoke.yaml", data]
+
+
 def run_bundle_steps(steps: list[tuple[Path, list[str]]], tmp: Path, timeout: int = 900) -> list[str]:
     """Run several ``python -m monai.bundle <args>`` commands (``(cwd, args)`` each) in order in ONE subprocess
     (tests/bundle_steps.py); fail the test with the output on error. Returns each step's stdout + stderr."""

@@ -14,7 +14,7 @@ import shutil
 import pytest
 import torch
 import yaml
-from conftest import BUNDLES, ROOT, run_bundle_steps
+from conftest import BUNDLES, ROOT, run_bundle_steps, smoke_overlays
 from monai.bundle import ConfigParser, ckpt_export
 
 from restorezoo.bundle_check import extra_forward_args, validate_bundle
@@ -26,16 +26,9 @@ def test_bundles_are_discovered():
     assert "pet_lowdose_film_unet" in IDS
 
 
-def _tiny_data(bundle, tmp_path, data_cache):
-    """Overlays for the workflow check: the smoke config's tiny phantoms, in the session's data cache."""
-    data = tmp_path / "data.yaml"
-    data.write_text(yaml.safe_dump({"data_cache_dir": str(data_cache / bundle.name)}))
-    return [bundle / "configs" / "smoke.yaml", data]
-
-
 @pytest.mark.parametrize("bundle", BUNDLES, ids=IDS)
 def test_bundle_validates(bundle, tmp_path, data_cache):
-    assert validate_bundle(bundle, overlays=_tiny_data(bundle, tmp_path, data_cache)) == []
+    assert validate_bundle(bundle, overlays=smoke_overlays(bundle, tmp_path, data_cache)) == []
 
 
 @pytest.mark.parametrize("bundle", BUNDLES, ids=IDS)
@@ -93,7 +86,7 @@ def test_broken_bundle_fails_validation(bundle, tmp_path, mutation, data_cache):
         else:
             del cfg["train"]["trainer"]
         (configs / name).write_text(yaml.safe_dump(cfg, sort_keys=False))
-    problems = validate_bundle(dst, run_network=False, overlays=_tiny_data(dst, tmp_path, data_cache))
+    problems = validate_bundle(dst, run_network=False, overlays=smoke_overlays(dst, tmp_path, data_cache))
     assert problems, f"mutation {mutation} was not detected"
 
 
@@ -114,22 +107,10 @@ def test_smoke_train_resume_infer(bundle, tmp_path, data_cache):
     train = f"['{configs / 'train.yaml'}','{configs / 'smoke.yaml'}']"
     infer = f"['{configs / 'inference.yaml'}','{configs / 'smoke.yaml'}']"
     ckpt = tmp_path / "models" / "checkpoint_last.pt"
+    tracked = ["run", "training", "--config_file", train, "--max_epochs=1", "--val_interval=1", "--tracking", "mlflow"]
     out1, out2, _ = run_bundle_steps(
         [
-            (
-                ROOT,
-                [
-                    "run",
-                    "training",
-                    "--config_file",
-                    train,
-                    "--max_epochs=1",
-                    "--val_interval=1",
-                    "--tracking",
-                    "mlflow",
-                    *common,
-                ],
-            ),  # fmt: skip
+            (ROOT, [*tracked, *common]),
             # interrupted-and-rerun: picks up the last checkpoint and trains only the missing epoch
             (bundle, ["run", "training", "--config_file", train, "--max_epochs=2", *common]),
             (bundle, ["run", "--config_file", infer, *common]),

@@ -97,11 +97,10 @@ def test_cli_simulate_ct_and_refuses_to_overwrite_input(tmp_path):
 
 @pytest.mark.slow
 def test_cli_validate_reports_a_valid_bundle(tmp_path, data_cache):
-    from conftest import ROOT
+    from conftest import ROOT, smoke_overlays
 
     bundle = ROOT / "bundles" / "pet_lowdose_film_unet"
-    data = tmp_path / "data.yaml"  # the smoke data, not the full-size default phantoms (generated on first use)
-    data.write_text(f"data_cache_dir: {data_cache / bundle.name}\n")
-    proc = _cli("validate", str(bundle), "--overlays", f"{bundle / 'configs' / 'smoke.yaml'},{data}")
+    overlays = ",".join(str(p) for p in smoke_overlays(bundle, tmp_path, data_cache))  # not the full-size phantoms
+    proc = _cli("validate", str(bundle), "--overlays", overlays)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "valid" in proc.stdout

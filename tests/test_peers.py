@@ -8,7 +8,7 @@ import importlib.util
 import pytest
 import torch
 import yaml
-from conftest import ROOT, run_bundle_steps
+from conftest import BUNDLES, ROOT, run_bundle_steps
 
 from common.configs import load_config_files
 from restorezoo.benchmark import load_task
@@ -19,15 +19,7 @@ from restorezoo.peers import Unconditioned, overlay_path
 ALLOWED = {"network_def", "ckpt_dir", "output_dir", "max_epochs", "val_interval", "anatomy_weight"}
 
 
-def _peers():
-    for bundle in sorted((ROOT / "bundles").iterdir()):
-        if (bundle / "configs" / "benchmark.yaml").is_file():
-            for run in load_task(bundle).runs:
-                if run.get("peer"):
-                    yield bundle, run
-
-
-PEERS = list(_peers())
+PEERS = [(bundle, run) for bundle in BUNDLES for run in load_task(bundle).runs if run.get("peer")]
 
 
 def test_there_is_a_peer_per_denoising_task():

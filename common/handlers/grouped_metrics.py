@@ -29,7 +29,7 @@ from common.transforms.validation import source_of
 __all__ = ["GroupedMetricsReport", "compute_item_metrics"]
 
 METRICS = ("psnr", "ssim", "rmse", "nrmse")
-BODY_METRICS = ("body_rmse", "body_bias")  # inside the body mask of the reference, before any window clip
+BODY_METRICS = ("body_rmse", "body_bias")  # inside the body mask of the reference, after the window clip
 _IN_UNITS = ("rmse", "mae", *BODY_METRICS)  # metrics in the image's physical units (HU, SUV)
 
 
@@ -70,7 +70,6 @@ def compute_item_metrics(
     if window is not None:
         lo, hi = float(window[0]), float(window[1])
         p, r = p.clamp(lo, hi), r.clamp(lo, hi)
-    body = None
     if any(n in BODY_METRICS for n in names):
         if body_threshold is None:
             raise ValueError(f"{[n for n in names if n in BODY_METRICS]} need a body_threshold")
