@@ -33,7 +33,7 @@ REQUIRED_FILES = (
     "docs/README.md",
     "LICENSE",
 )
-_TRAIN_OVERLAYS = ("multi_gpu_train.yaml",)
+_TRAIN_OVERLAYS = ("multi_gpu_train.yaml", "train_full.yaml")
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "int64": torch.long}
 
 

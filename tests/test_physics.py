@@ -343,3 +343,33 @@ def test_thick_slice_input_validation() -> None:
     with pytest.raises(InputDataError, match="volume"):
         simulate_thick_slices(np.zeros((2, 8)), 1.0, factor=2)
     assert fwhm_to_sigma(2.0 * math.sqrt(2.0 * math.log(2.0))) == pytest.approx(1.0)
+
+
+def test_region_back_projection_equals_the_crop_of_the_full_one() -> None:
+    gen = torch.Generator().manual_seed(3)
+    sino = torch.rand((2, 40, 48), generator=gen, dtype=torch.float64)
+    projector = ParallelBeamProjector(48, uniform_angles_deg(40), dtype=torch.float64)
+    full = projector.fbp(sino, "ramp")
+    region = projector.fbp(sino, "ramp", region=(5, 17, 20, 13))
+    assert region.shape == (2, 20, 13)
+    assert torch.allclose(region, full[:, 5:25, 17:30], atol=1e-10)
+    with pytest.raises(ValueError, match="inside the 48x48 canvas"):
+        projector.backward(sino, region=(40, 0, 10, 10))
+
+
+def test_ct_fresh_patch_has_the_stored_noise_statistics_and_is_reproducible(default_sim) -> None:
+    sim, _ = default_sim
+    ref, size = sim.reference(), (24, 24)
+    x0 = y0 = sim.shape[0] // 2 - 12  # a patch inside the water disc
+    stored = (sim.simulate(0.25, seed=4) - ref)[x0 : x0 + 24, y0 : y0 + 24]
+    rng = np.random.default_rng(9)
+    fresh = np.stack([sim.simulate_patch(0.25, rng, z, (x0, y0), size) for z in range(sim.shape[2])], axis=-1)
+    fresh -= ref[x0 : x0 + 24, y0 : y0 + 24]
+    assert fresh.dtype == np.float32
+    assert float(fresh.std()) == pytest.approx(float(stored.std()), rel=0.12)
+    assert abs(float(fresh.mean())) < 5.0
+    again = sim.simulate_patch(0.25, np.random.default_rng(9), 0, (x0, y0), size)
+    assert np.allclose(again, fresh[..., 0] + ref[x0 : x0 + 24, y0 : y0 + 24, 0], atol=1e-3)
+    assert not np.array_equal(sim.simulate_patch(0.25, np.random.default_rng(10), 0, (x0, y0), size), again)
+    with pytest.raises(ValueError, match="does not fit"):
+        sim.simulate_patch(0.25, rng, 0, (sim.shape[0] - 10, 0), size)

@@ -13,7 +13,9 @@ from common.errors import InputDataError
 from common.physics import calibrate_count_scale
 from common.transforms import (
     CheckPaird,
+    CTSimulatord,
     EncodeDosed,
+    RandCTLowDosePatchesd,
     RandPETCountReductiond,
     ValidateImaged,
     hu_window,
@@ -144,3 +146,73 @@ def test_rand_pet_count_reduction_noise_grows_with_drf():
     assert stds[100] / stds[4] == pytest.approx(5.0, rel=0.15)  # sqrt(100/4)
     skip = RandPETCountReductiond(count_scale=c, prob=0.0)({"label": label, "image": label + 1, "drf": 7.0})
     assert skip["drf"] == 7.0 and torch.equal(skip["image"], label + 1)
+
+
+def _ct_phantom_item(tmp_path, shape=(40, 40, 3)):
+    """A water disc with a bone insert, its FBP reference as label and one stored low-dose image, as the embedded CT
+    datasets record them."""
+    from common.physics import CTAcquisition, CTLowDoseSimulator
+
+    rows, cols = np.mgrid[: shape[0], : shape[1]] - shape[0] // 2
+    hu = np.where(rows**2 + cols**2 < 15**2, 0.0, -1000.0)
+    hu[(rows - 4) ** 2 + cols**2 < 9] = 1000.0
+    hu = np.repeat(hu[..., None], shape[2], axis=2).astype(np.float32)
+    acquisition = CTAcquisition(n_views=90)
+    sim = CTLowDoseSimulator(hu, 2.0, acquisition)
+    record = {"kind": "ct_projection", "pixel_mm": 2.0, "dose": 0.25, "seed": 1, **acquisition.__dict__}
+    item = {
+        "image": torch.from_numpy(sim.simulate(0.25, 1))[None],
+        "label": torch.from_numpy(sim.reference())[None],
+        "phantom_hu": _write(tmp_path / "phantom.nii.gz", hu),
+        "simulation": record,
+        "dose": 0.25,
+    }
+    return item, sim
+
+
+def test_fresh_ct_noise_patches(tmp_path):
+    item, sim = _ct_phantom_item(tmp_path)
+    loaded = CTSimulatord()(item)
+    assert np.array_equal(loaded["ct_simulator"].reference(), sim.reference())
+    sampler = RandCTLowDosePatchesd(patch_size=16, num_samples=6, prob=1.0)
+    sampler.set_random_state(0)
+    patches = sampler(loaded)
+    assert len(patches) == 6 and all("ct_simulator" not in p for p in patches)
+    stored = item["image"][0]
+    for p in patches:
+        assert p["image"].shape == p["label"].shape == (1, 16, 16)
+        # the label is a crop of the reference; the input a new realisation, never the stored one
+        hits = [
+            (x, y, z)
+            for x in range(25)
+            for y in range(25)
+            for z in range(3)
+            if torch.equal(item["label"][0, x : x + 16, y : y + 16, z], p["label"][0])
+        ]
+        assert hits
+        assert not any(torch.equal(stored[x : x + 16, y : y + 16, z], p["image"][0]) for x, y, z in hits)
+    sampler.set_random_state(0)
+    assert all(torch.equal(a["image"], b["image"]) for a, b in zip(patches, sampler(loaded), strict=True))
+    # prob 0, or a user's pair without a phantom: the stored patches, as RandSpatialCropSamplesd gives
+    plain = {k: v for k, v in item.items() if k not in ("phantom_hu", "simulation")}
+    for data, prob in ((loaded, 0.0), (CTSimulatord()(plain), 1.0)):
+        for p in RandCTLowDosePatchesd(patch_size=16, num_samples=4, prob=prob)(data):
+            assert any(
+                torch.equal(stored[x : x + 16, y : y + 16, z], p["image"][0])
+                and torch.equal(item["label"][0, x : x + 16, y : y + 16, z], p["label"][0])
+                for x in range(25)
+                for y in range(25)
+                for z in range(3)
+            )
+    # a dose range: each fresh patch carries the dose it was drawn at
+    ranged = RandCTLowDosePatchesd(patch_size=16, num_samples=8, dose_range=(0.1, 0.5))(loaded)
+    assert all(0.1 <= p["dose"] <= 0.5 for p in ranged) and len({p["dose"] for p in ranged}) == 8
+
+
+def test_fresh_ct_noise_refuses_a_phantom_that_does_not_match_the_label(tmp_path):
+    item, _ = _ct_phantom_item(tmp_path)
+    item["phantom_hu"] = _write(tmp_path / "other.nii.gz", np.zeros((30, 30, 3)))
+    with pytest.raises(InputDataError, match="other.nii.gz.*differs from the label"):
+        CTSimulatord()(item)
+    with pytest.raises(InputDataError, match="smaller than the 64x64 training patch"):
+        RandCTLowDosePatchesd(patch_size=64)(dict(item, ct_simulator=None))

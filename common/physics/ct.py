@@ -27,7 +27,15 @@ import numpy as np
 import torch
 
 from common.errors import InputDataError
-from common.physics.projector import FILTERS, fbp, pad_to_square, radon, square_canvas_size, uniform_angles_deg
+from common.physics.projector import (
+    FILTERS,
+    ParallelBeamProjector,
+    fbp,
+    pad_to_square,
+    radon,
+    square_canvas_size,
+    uniform_angles_deg,
+)
 
 __all__ = ["CTAcquisition", "CTLowDoseSimulator", "hu_to_mu", "mu_to_hu", "simulate_low_dose_ct", "check_dose"]
 
@@ -163,6 +171,15 @@ class CTLowDoseSimulator:
             self._reference = self._to_output(out)
         return self._reference.copy()
 
+    def _noisy_line_integrals(self, clean: torch.Tensor, dose: float, rng: np.random.Generator) -> torch.Tensor:
+        """``(b, A, N)`` clean line integrals -> one noisy realisation at ``dose`` (steps 3-4 of the model)."""
+        acq = self.acquisition
+        blank = acq.i0 * dose
+        counts = rng.poisson(blank * np.exp(-clean.numpy().astype(np.float64))).astype(np.float64)
+        if acq.electronic_noise_std > 0:
+            counts += rng.normal(0.0, acq.electronic_noise_std, size=counts.shape)
+        return torch.from_numpy((-np.log(np.maximum(counts, 1.0) / blank)).astype(np.float32))
+
     def simulate(self, dose: float, seed: int) -> np.ndarray:
         """Low-dose image at ``dose`` (fraction of the full dose in (0, 1]), HU float32, same shape as the input.
 
@@ -170,18 +187,36 @@ class CTLowDoseSimulator:
         """
         dose = check_dose(dose)
         rng = np.random.default_rng(seed)
-        acq = self.acquisition
-        blank = acq.i0 * dose
         out = torch.empty((self._sinograms.shape[0], *self.shape[:2]), dtype=torch.float32)
         step = self._slice_chunk()
         for z0 in range(0, out.shape[0], step):
-            clean = self._sinograms[z0 : z0 + step].numpy().astype(np.float64)
-            counts = rng.poisson(blank * np.exp(-clean)).astype(np.float64)
-            if acq.electronic_noise_std > 0:
-                counts += rng.normal(0.0, acq.electronic_noise_std, size=counts.shape)
-            noisy = -np.log(np.maximum(counts, 1.0) / blank)
-            out[z0 : z0 + step] = self._reconstruct(torch.from_numpy(noisy.astype(np.float32)))
+            noisy = self._noisy_line_integrals(self._sinograms[z0 : z0 + step], dose, rng)
+            out[z0 : z0 + step] = self._reconstruct(noisy)
         return self._to_output(out)
+
+    def simulate_patch(
+        self, dose: float, rng: np.random.Generator, z: int, corner: tuple[int, int], size: tuple[int, int]
+    ) -> np.ndarray:
+        """A fresh low-dose realisation of one patch: HU float32 ``size = (h, w)`` at ``(x0, y0) = corner`` of slice
+        ``z`` (requires a 3D input; a 2D input is slice 0).
+
+        Noise is drawn on the whole sinogram of the slice (it is non-local in the image), and only the patch's
+        pixels are back-projected (``h * w / N**2`` of the cost of :meth:`simulate`). The values equal those
+        ``simulate`` reconstructs for the same sinogram noise: only the random stream differs.
+        """
+        dose = check_dose(dose)
+        x0, y0 = (int(v) for v in corner)
+        height, width = (int(v) for v in size)
+        if not (0 <= z < self._sinograms.shape[0]):
+            raise IndexError(f"slice {z} outside the {self._sinograms.shape[0]} simulated slices")
+        if x0 < 0 or y0 < 0 or x0 + height > self.shape[0] or y0 + width > self.shape[1]:
+            raise ValueError(f"patch {size} at {corner} does not fit the {self.shape[:2]} slice")
+        noisy = self._noisy_line_integrals(self._sinograms[z : z + 1], dose, rng)
+        ox, oy = self._offset
+        projector = ParallelBeamProjector(self.n, self.angles_deg)
+        mu = projector.fbp(noisy, self.acquisition.fbp_filter, region=(ox + x0, oy + y0, height, width))
+        hu = mu_to_hu(mu[0] / self.pixel_mm, self.acquisition.mu_water_per_mm)
+        return hu.numpy().astype(np.float32, copy=False)
 
 
 def simulate_low_dose_ct(

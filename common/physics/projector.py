@@ -164,23 +164,27 @@ class ParallelBeamProjector:
             self._fwd[key] = grid
         return grid
 
-    def _backward_grid(self, a0: int, a1: int) -> torch.Tensor:
-        """Normalised grid ``(a, 1, N*N, 2)``: detector coordinate of each pixel for views ``a0:a1``."""
+    def _backward_grid(self, a0: int, a1: int, region: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+        """Normalised grid ``(a, 1, P, 2)``: detector coordinate of each pixel for views ``a0:a1``.
+
+        ``P = N * N`` (the whole canvas), or ``h * w`` for ``region = (row0, col0, h, w)`` (never cached).
+        """
         key = (a0, a1)
-        if key in self._bwd:
+        if region is None and key in self._bwd:
             return self._bwd[key]
         n = self.n
+        row0, col0, height, width = (0, 0, n, n) if region is None else region
         theta = torch.deg2rad(self.angles_deg[a0:a1])
         cos = torch.cos(theta).to(self.dtype)[:, None, None]
         sin = torch.sin(theta).to(self.dtype)[:, None, None]
         scale = 2.0 / (n - 1)
         centre = (n // 2) * scale - 1.0
-        rows = (self._centered * scale).to(self.dtype)[None, :, None]
-        cols = (self._centered * scale).to(self.dtype)[None, None, :]
-        grid = torch.zeros((a1 - a0, n, n, 2), dtype=self.dtype)
+        rows = (self._centered[row0 : row0 + height] * scale).to(self.dtype)[None, :, None]
+        cols = (self._centered[col0 : col0 + width] * scale).to(self.dtype)[None, None, :]
+        grid = torch.zeros((a1 - a0, height, width, 2), dtype=self.dtype)
         torch.sub(cols * cos, rows * sin, out=grid[..., 0]).add_(centre)  # detector index s (normalised)
-        grid = grid.reshape(a1 - a0, 1, n * n, 2)
-        if self._cache:
+        grid = grid.reshape(a1 - a0, 1, height * width, 2)
+        if self._cache and region is None:
             self._bwd[key] = grid
         return grid
 
@@ -205,29 +209,40 @@ class ParallelBeamProjector:
                 out[b0:b1, a0:a1] = sampled.reshape(b1 - b0, a1 - a0, n, n).sum(dim=2)
         return out
 
-    def backward(self, sinograms: torch.Tensor) -> torch.Tensor:
+    def backward(self, sinograms: torch.Tensor, region: tuple[int, int, int, int] | None = None) -> torch.Tensor:
         """Unfiltered pixel-driven back-projection (linear interpolation): ``(B, A, N)`` -> ``(B, N, N)``.
 
         Same operation as scikit-image's ``iradon`` with ``filter_name=None`` before its final ``pi / (2 A)``
         scaling; it approximates the adjoint of :meth:`forward` (unit weight per view and pixel).
+        ``region = (row0, col0, h, w)`` back-projects onto those canvas pixels only: ``(B, h, w)``, equal to
+        ``backward(sinograms)[:, row0:row0 + h, col0:col0 + w]`` at ``h * w / N**2`` of the cost.
         """
         _check_float(sinograms, "sinograms")
         if sinograms.ndim != 3 or sinograms.shape[1:] != (self.n_angles, self.n):
             raise ValueError(f"sinograms must have shape (B, {self.n_angles}, {self.n}), got {tuple(sinograms.shape)}")
+        n = self.n
+        row0, col0, height, width = (0, 0, n, n) if region is None else (int(v) for v in region)
+        if min(row0, col0) < 0 or min(height, width) < 1 or row0 + height > n or col0 + width > n:
+            raise ValueError(f"region {region} must lie inside the {n}x{n} canvas")
         sinograms = sinograms.to(self.dtype)
-        n, n_batch = self.n, sinograms.shape[0]
-        out = sinograms.new_zeros((n_batch, n * n))
-        for b0 in range(0, n_batch, self._batch_chunk()):
-            b1 = min(n_batch, b0 + self._batch_chunk())
-            step = self._angle_chunk(b1 - b0)
+        n_batch, pixels = sinograms.shape[0], height * width
+        out = sinograms.new_zeros((n_batch, pixels))
+        batch_step = max(1, _CHUNK_ELEMENTS // pixels)
+        for b0 in range(0, n_batch, batch_step):
+            b1 = min(n_batch, b0 + batch_step)
+            step = max(1, _CHUNK_ELEMENTS // ((b1 - b0) * pixels))
             for a0 in range(0, self.n_angles, step):
                 a1 = min(self.n_angles, a0 + step)
                 views = sinograms[b0:b1, a0:a1].permute(1, 0, 2).unsqueeze(2)  # (a, b, 1, N)
                 sampled = F.grid_sample(
-                    views, self._backward_grid(a0, a1), mode="bilinear", padding_mode="zeros", align_corners=True
-                )  # (a, b, 1, N*N)
+                    views,
+                    self._backward_grid(a0, a1, None if region is None else (row0, col0, height, width)),
+                    mode="bilinear",
+                    padding_mode="zeros",
+                    align_corners=True,
+                )  # (a, b, 1, P)
                 out[b0:b1] += sampled.sum(dim=0).squeeze(1)
-        return out.reshape(n_batch, n, n)
+        return out.reshape(n_batch, height, width)
 
     def filter_sinograms(self, sinograms: torch.Tensor, filter_name: str | None = "ramp") -> torch.Tensor:
         """Apply the FBP filter along the detector axis (zero padding to a power of two >= max(64, 2N))."""
@@ -237,14 +252,20 @@ class ParallelBeamProjector:
         spectrum = torch.fft.rfft(sinograms, n=padded, dim=-1) * response
         return torch.fft.irfft(spectrum, n=padded, dim=-1)[..., :n]
 
-    def fbp(self, sinograms: torch.Tensor, filter_name: str | None = "ramp") -> torch.Tensor:
+    def fbp(
+        self,
+        sinograms: torch.Tensor,
+        filter_name: str | None = "ramp",
+        region: tuple[int, int, int, int] | None = None,
+    ) -> torch.Tensor:
         """Filtered back-projection ``(B, A, N)`` -> ``(B, N, N)``, scaled like scikit-image's ``iradon``.
 
-        Pixels outside the inscribed circle are not masked (they see only part of the views).
+        Pixels outside the inscribed circle are not masked (they see only part of the views). ``region`` as in
+        :meth:`backward`: only those ``(B, h, w)`` canvas pixels are reconstructed.
         """
         _check_float(sinograms, "sinograms")
         filtered = self.filter_sinograms(sinograms.to(self.dtype), filter_name)
-        return self.backward(filtered) * (math.pi / (2 * self.n_angles))
+        return self.backward(filtered, region) * (math.pi / (2 * self.n_angles))
 
 
 def radon(images: torch.Tensor, angles_deg: torch.Tensor | Sequence[float] | np.ndarray) -> torch.Tensor:

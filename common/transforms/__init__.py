@@ -1,8 +1,10 @@
 """MONAI dictionary transforms of the restoration bundles: input validation, dose metadata, intensity windows, HU-band
-pseudo-labels, on-the-fly low-dose augmentation, body masks and through-plane (thick/thin slice) pairs."""
+pseudo-labels, on-the-fly low-dose augmentation (fresh PET counts, fresh CT noise per patch), body masks and
+through-plane (thick/thin slice) pairs."""
 
 from common.transforms.augment import RandPETCountReductiond
 from common.transforms.chain import chain
+from common.transforms.ct_noise import CTSimulatord, RandCTLowDosePatchesd
 from common.transforms.dose import EncodeDosed, encode_dose
 from common.transforms.intensity import hu_window, suv_scale
 from common.transforms.labels import HU_BAND_CLASSES, HU_BAND_EDGES, HUBandLabeld, hu_band_labels
@@ -22,6 +24,7 @@ from common.transforms.validation import CheckPaird, ValidateImaged, source_of
 __all__ = [
     "BodyMaskd",
     "CheckFactord",
+    "CTSimulatord",
     "InPlaneAsZd",
     "InterpolateZd",
     "ThickFromThind",
@@ -37,6 +40,7 @@ __all__ = [
     "hu_band_labels",
     "CheckPaird",
     "EncodeDosed",
+    "RandCTLowDosePatchesd",
     "RandPETCountReductiond",
     "ValidateImaged",
     "encode_dose",
