@@ -19,6 +19,7 @@ window), and, with ``--readme``, the README section between ``<!-- benchmark:sta
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import platform
@@ -548,6 +549,18 @@ def update_readme(readme: Path, body: str) -> None:
 # ---------------------------------------------------------------------------------------------------------- runner
 
 
+def _restrict_baselines(task: Task, baselines: Sequence[str] | None) -> Task:
+    """``task`` with only the chosen baselines (every one it has when ``baselines`` is None)."""
+    if baselines is None:
+        return task
+    from restorezoo.baselines import GRIDS
+
+    unknown = sorted(set(baselines) - set(GRIDS))
+    if unknown:
+        raise ValueError(f"unknown baseline(s) {unknown}; known: {sorted(GRIDS)}")
+    return dataclasses.replace(task, baselines=[b for b in task.baselines if b in set(baselines)])
+
+
 def _run_configs(run: dict[str, Any]) -> list[Path]:
     """The config overlays of a run: ``peer_overlay`` (a file of :mod:`restorezoo.peers`)."""
     from restorezoo.peers import overlay_path
@@ -590,8 +603,13 @@ def run_benchmark(
     threads: int = 2,
     readme: str | Path | None = None,
     command: str = "",
+    baselines: Sequence[str] | None = None,
 ) -> Path:
-    """Run the benchmark (see the module docstring); returns the path of ``results.md``."""
+    """Run the benchmark (see the module docstring); returns the path of ``results.md``.
+
+    ``baselines``: only these of each task's baselines (e.g. ``["gaussian", "tv"]`` to leave out the slow BM3D /
+    BM4D); a name no task has is an error. ``None``: every baseline the task lists.
+    """
     out = Path(out).resolve()
     (out / "figures").mkdir(parents=True, exist_ok=True)
     extra = [Path(e).resolve() for e in extra_configs]
@@ -608,7 +626,7 @@ def run_benchmark(
     tasks: dict[str, Task] = {}
     cache = out / "work" / "baseline_cache"  # baseline outputs, shared by the bundles that share embedded data
     for bundle in selected:
-        task = tasks[bundle.name] = load_task(bundle)
+        task = tasks[bundle.name] = _restrict_baselines(load_task(bundle), baselines)
         host_params: dict[str, dict[float, float]] | None = None
         for run in task.runs:
             name = run.get("name", "default")

@@ -242,13 +242,15 @@ def benchmark(
     readme: str | None = None,
     render_only: bool = False,
     measure_bm4d: bool = False,
+    baselines: str | None = None,
 ) -> str:
     """Benchmark every bundle of ``--bundles_dir`` (default ``./bundles``; or ``--bundles a,b``) against its input
     and classical baselines per dose, with speed and memory (see restorezoo/benchmark.py). ``--ckpt name=path,...``
     gives weights (default: each bundle's models/model.pt; ``--train`` trains missing ones with the default config);
     ``--config a.yaml,b.yaml`` adds config overlays to every run; ``--readme README.md`` rewrites its benchmark
     section; ``--render_only`` re-writes the tables (and README section) from the CSV files of an earlier run in
-    ``--out`` (``--measure_bm4d``: also time BM4D, when the optional extra is installed, for the speed target)."""
+    ``--out`` (``--measure_bm4d``: also time BM4D, when the optional extra is installed, for the speed target);
+    ``--baselines gaussian,tv`` runs only those baselines (default: every one a task lists and is installed)."""
     import shlex
     import sys
 
@@ -274,6 +276,7 @@ def benchmark(
         threads=threads,
         readme=readme,
         command="restorezoo " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        baselines=_names(baselines) or None,
     )
     print(md.read_text())
     return str(md)

@@ -49,6 +49,52 @@ def run_bundle(args: list[str], cwd: Path = ROOT, timeout: int = 900) -> subproc
     return proc
 
 
+def run_workflow(config_files: list[str | Path], cwd: Path | None = None, **overrides) -> str | None:
+    """Run a bundle config in THIS process as ``python -m monai.bundle run --config_file <files> --<k>=<v>`` runs it
+    (MONAI's ``ConfigWorkflow``: initialize, run, finalize), from ``cwd`` when given. Returns the one-line report of
+    a user error (what the command prints before exiting non-zero), None on success; any other exception is a bug
+    and propagates. Saves the ~8 s import of a fresh process where a test checks outputs or the refusal's text;
+    the tests of the process itself (exit code, no traceback on the terminal) run the real command."""
+    from monai.bundle import ConfigWorkflow
+
+    from common.errors import find_user_error, one_line
+
+    previous = Path.cwd()
+    if cwd is not None:
+        os.chdir(cwd)
+    try:
+        workflow = ConfigWorkflow(config_file=[str(f) for f in config_files], workflow_type=None, **overrides)
+        workflow.initialize()
+        workflow.run()
+        workflow.finalize()
+    except Exception as exc:
+        user = find_user_error(exc)
+        if user is None:
+            raise
+        return one_line(user)
+    finally:
+        os.chdir(previous)
+    return None
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str]:
+    """``restorezoo <args>`` in THIS process (``restorezoo.cli.main``): ``(exit code, last stderr line)``."""
+    from restorezoo import cli
+
+    old = sys.argv
+    sys.argv = ["restorezoo", *args]
+    code = 0
+    try:
+        cli.main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        sys.argv = old
+    captured = capsys.readouterr()
+    lines = [ln for ln in captured.err.splitlines() if ln.strip()]
+    return code, lines[-1] if lines else ""
+
+
 def smoke_overlays(bundle: Path, tmp: Path, data_cache: Path) -> list[Path]:
     """Config overlays for a quick workflow build: the bundle's smoke.yaml (tiny phantoms) and its data in the
     session's data cache, instead of generating the full-size default phantoms on first use."""
@@ -57,11 +103,19 @@ def smoke_overlays(bundle: Path, tmp: Path, data_cache: Path) -> list[Path]:
     return [bundle / "configs" / "smoke.yaml", data]
 
 
-def run_bundle_steps(steps: list[tuple[Path, list[str]]], tmp: Path, timeout: int = 900) -> list[str]:
+def run_bundle_steps(steps: list[tuple[Path | str, list]], tmp: Path, timeout: int = 900) -> list[str]:
     """Run several ``python -m monai.bundle <args>`` commands (``(cwd, args)`` each) in order in ONE subprocess
-    (tests/bundle_steps.py); fail the test with the output on error. Returns each step's stdout + stderr."""
+    (tests/bundle_steps.py); ``("snapshot", [folder, copy])`` copies a folder between two commands. Fail the test
+    with the output on error. Returns each step's stdout + stderr."""
     plan = tmp / "bundle_steps.json"
-    plan.write_text(json.dumps([{"cwd": str(cwd), "args": list(args)} for cwd, args in steps]))
+    plan.write_text(
+        json.dumps(
+            [
+                {"snapshot": [str(a) for a in args]} if cwd == "snapshot" else {"cwd": str(cwd), "args": list(args)}
+                for cwd, args in steps
+            ]  # fmt: skip
+        )
+    )
     proc = subprocess.run(
         [sys.executable, str(ROOT / "tests" / "bundle_steps.py"), str(plan)],
         capture_output=True,
@@ -134,15 +188,12 @@ def _export(bundle: Path, tmp_path_factory, data_cache: Path) -> tuple:
     ckpt = perturbed_weights(bundle, work / "weights.pt")
     data_dir = data_cache / f"export_{bundle.name}"
     overlay = runtime_overlay(bundle, work / "runtime.yaml")
-    run_bundle(
-        [
-            "run",
-            "--config_file",
-            f"['{bundle / 'configs' / 'inference.yaml'}','{overlay}']",
-            f"--ckpt_path={ckpt}",
-            f"--output_dir={work / 'repo_out'}",
-            f"--data_cache_dir={data_dir}",
-        ]
+    refusal = run_workflow(
+        [bundle / "configs" / "inference.yaml", overlay],
+        ckpt_path=str(ckpt),
+        output_dir=str(work / "repo_out"),
+        data_cache_dir=str(data_dir),
     )
+    assert refusal is None, refusal
     result = export_bundle(bundle, work / "dist", ckpt=ckpt)
     return bundle, work, result, work / "repo_out", data_dir / "datalist.json"

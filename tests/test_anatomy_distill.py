@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, load_script, run_bundle, run_bundle_failing
+from conftest import ROOT, load_script, run_bundle, run_bundle_steps, run_workflow
 from monai.bundle import ConfigParser
 
 from common.losses import DistillationLoss, L1SSIMLoss, SobelGradientLoss
@@ -221,13 +221,20 @@ def test_two_stage_training_keeps_the_teacher_frozen(tmp_path, data_cache):
     train = f"['{CONFIGS / 'train.yaml'}','{CONFIGS / 'smoke.yaml'}']"
     common = [f"--ckpt_dir={tmp_path / 'models'}", f"--output_dir={tmp_path / 'eval'}",
               f"--data_cache_dir={data_cache / 'distill'}"]  # fmt: skip
-    out = run_bundle(["run", "training", "--config_file", train, "--max_epochs=1", *common])
+    keep = tmp_path / "epoch1"  # the checkpoints after the first run
+    out, _, _ = run_bundle_steps(  # both trainings in one process (tests/bundle_steps.py)
+        [
+            (ROOT, ["run", "training", "--config_file", train, "--max_epochs=1", *common]),
+            ("snapshot", [tmp_path / "models", keep]),
+            (ROOT, ["run", "training", "--config_file", train, "--max_epochs=2", *common]),
+        ],
+        tmp_path,
+    )
     teacher_ckpt = tmp_path / "models" / "teacher" / "model.pt"
-    assert teacher_ckpt.is_file() and "teacher" in out.stdout + out.stderr
-    sha = _sha(teacher_ckpt)
+    assert teacher_ckpt.is_file() and "teacher" in out
+    sha = _sha(keep / "teacher" / "model.pt")
     teacher = torch.load(teacher_ckpt, map_location="cpu", weights_only=True)
-    first = torch.load(tmp_path / "models" / "checkpoint_last.pt", map_location="cpu", weights_only=False)["model"]
-    run_bundle(["run", "training", "--config_file", train, "--max_epochs=2", *common])
+    first = torch.load(keep / "checkpoint_last.pt", map_location="cpu", weights_only=False)["model"]
     second = torch.load(tmp_path / "models" / "checkpoint_last.pt", map_location="cpu", weights_only=False)["model"]
     assert _sha(teacher_ckpt) == sha  # stage 1 did not run again and nothing rewrote it
     for state in (first, second):
@@ -262,11 +269,10 @@ def _ct(path, shape=(37, 30, 2)):
 def test_inference_needs_the_dose_and_keeps_geometry(tmp_path, weights):
     path = tmp_path / "in" / "ct.nii.gz"
     data, affine = _ct(path)
-    proc = run_bundle_failing(
-        ["run", "--config_file", str(CONFIGS / "inference.yaml"), f"--input_file={path}", f"--ckpt_dir={weights}",
-         f"--output_dir={tmp_path / 'out'}"]
-    )  # fmt: skip
-    assert "ct.nii.gz: missing dose metadata 'dose'" in proc.stderr, proc.stderr[-2000:]
+    line = run_workflow(  # in-process: the refusal's text (tests/test_bad_input.py runs the real command)
+        [CONFIGS / "inference.yaml"], input_file=str(path), ckpt_dir=str(weights), output_dir=str(tmp_path / "out")
+    )
+    assert line is not None and "ct.nii.gz: missing dose metadata 'dose'" in line, line
     assert not list((tmp_path / "out").glob("*.nii.gz"))
     run_bundle(["run", "--config_file", str(CONFIGS / "inference.yaml"), f"--input_file={path}", "--dose=0.25",
                 f"--ckpt_dir={weights}", f"--output_dir={tmp_path / 'out'}"])  # fmt: skip

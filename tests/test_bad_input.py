@@ -22,7 +22,7 @@ import numpy as np
 import pydicom
 import pytest
 import torch
-from conftest import BUNDLES, ROOT, perturbed_weights, runtime_overlay
+from conftest import BUNDLES, ROOT, perturbed_weights, run_cli, run_workflow, runtime_overlay
 from dicom_factory import PET_TAGS, write_series
 
 from common.errors import find_user_error, one_line
@@ -343,40 +343,10 @@ def overlays(tmp_path_factory) -> dict[str, Path]:
 
 
 def _run_bundle(name: str, input_path: Path, out: Path, ckpt: Path, overlay: Path, **overrides) -> str | None:
-    """Run the bundle's inference.yaml in-process as ``python -m monai.bundle run`` does; returns the one-line
-    report of a user error (None: success). Any other exception is a bug and propagates."""
-    from monai.bundle import ConfigWorkflow
-
-    config = [str(ROOT / "bundles" / name / "configs" / "inference.yaml"), str(overlay)]
+    """The bundle's inference.yaml in-process (conftest.run_workflow); the one-line refusal, or None on success."""
+    config = [ROOT / "bundles" / name / "configs" / "inference.yaml", overlay]
     args = {"input_file": str(input_path), "output_dir": str(out), "ckpt_path": str(ckpt)}
-    workflow = ConfigWorkflow(config_file=config, workflow_type=None, **args, **BUNDLE_ARGS.get(name, {}), **overrides)
-    try:
-        workflow.initialize()
-        workflow.run()
-        workflow.finalize()
-    except Exception as exc:
-        user = find_user_error(exc)
-        if user is None:
-            raise
-        return one_line(user)
-    return None
-
-
-def _run_cli(args: list[str], capsys) -> tuple[int, str]:
-    from restorezoo import cli
-
-    old = sys.argv
-    sys.argv = ["restorezoo", *args]
-    code = 0
-    try:
-        cli.main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    finally:
-        sys.argv = old
-    captured = capsys.readouterr()
-    lines = [ln for ln in captured.err.splitlines() if ln.strip()]
-    return code, lines[-1] if lines else ""
+    return run_workflow(config, **args, **BUNDLE_ARGS.get(name, {}), **overrides)
 
 
 def _check_refusal(line: str | None, expected: str, path: Path, case: Case, where: str) -> None:
@@ -437,7 +407,7 @@ def test_cli_corpus(tmp_path: Path, capsys) -> None:
                     )
             for command in commands:
                 out_dir = Path(command[2]).parent
-                code, line = _run_cli(command, capsys)
+                code, line = run_cli(command, capsys)
                 expected = case.refuse[kind]
                 expected = CLI_EXPECT.get((command[0], case.name), expected)
                 if expected is None:
@@ -461,7 +431,7 @@ def test_dicom_through_bundles_equals_dicom2nifti(tmp_path: Path, capsys) -> Non
         series = tmp_path / f"{bundle}_series"
         _series(series, kind)
         nifti = tmp_path / f"{bundle}.nii.gz"
-        code, line = _run_cli(["dicom2nifti", str(series), str(nifti)], capsys)
+        code, line = run_cli(["dicom2nifti", str(series), str(nifti)], capsys)
         assert code == 0, line
         parser = ConfigParser()
         parser.read_config(str(ROOT / "bundles" / bundle / "configs" / "inference.yaml"))

@@ -8,6 +8,7 @@ import sys
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import run_cli
 from monai.data import load_decathlon_datalist
 
 from common.datalist import datalist_from_folder, resolve_datalist
@@ -57,42 +58,44 @@ def test_folder_datalist_errors_name_the_file(tmp_path):
         resolve_datalist(str(tmp_path / "missing"), lambda: "unused", tmp_path)
 
 
-@pytest.mark.slow
-def test_cli_simulate_pet_and_thick(tmp_path):
+def test_cli_simulate_pet_and_thick(tmp_path, capsys):
     act = np.full((24, 24, 20), 2.0)
     affine = np.array([[2.0, 0, 0, -5], [0, 2.0, 0, 3], [0, 0, 3.0, 40], [0, 0, 0, 1]])
     src = _nii(tmp_path / "full.nii.gz", act, affine)
     before = src.read_bytes()
-    proc = _cli("simulate-pet", str(src), str(tmp_path / "low.nii.gz"), "--drf", "20", "--seed", "1")
-    assert proc.returncode == 0, proc.stderr
+    code, line = run_cli(["simulate-pet", str(src), str(tmp_path / "low.nii.gz"), "--drf", "20", "--seed", "1"], capsys)
+    assert code == 0, line
     low = nib.load(str(tmp_path / "low.nii.gz"))
     np.testing.assert_allclose(low.affine, affine, atol=1e-5)
     rel = low.get_fdata().std() / 2.0
     assert 0.05 < rel < 0.2  # ~10 % at DRF 20 (calibration target 10.1 %, docs/physics.md)
-    proc = _cli("simulate-thick", str(src), str(tmp_path / "thick.nii.gz"), "--factor", "4")
-    assert proc.returncode == 0, proc.stderr
+    code, line = run_cli(["simulate-thick", str(src), str(tmp_path / "thick.nii.gz"), "--factor", "4"], capsys)
+    assert code == 0, line
     thick = nib.load(str(tmp_path / "thick.nii.gz"))
     assert thick.shape == (24, 24, 5)
     np.testing.assert_allclose(thick.affine[:3, 2], affine[:3, 2] * 4)
     assert src.read_bytes() == before
 
 
-@pytest.mark.slow
-def test_cli_simulate_ct_and_refuses_to_overwrite_input(tmp_path):
+def test_cli_simulate_ct_and_refuses_to_overwrite_input(tmp_path, capsys):
+    """In-process (conftest.run_cli); the console command itself runs in test_cli_validate_reports_a_valid_bundle."""
     hu = np.full((32, 32, 2), -1000.0)
     yy, xx = np.mgrid[:32, :32]
     hu[(yy - 15.5) ** 2 + (xx - 15.5) ** 2 < 12**2] = 0.0
     src = _nii(tmp_path / "ct.nii.gz", hu, np.diag([1.0, 1.0, 3.0, 1.0]))
-    proc = _cli("simulate-ct", str(src), str(tmp_path / "ct_low.nii.gz"), "--dose", "0.25", "--n_views", "90")
-    assert proc.returncode == 0, proc.stderr
-    out = nib.load(str(tmp_path / "ct_low.nii.gz")).get_fdata()
+    low = str(tmp_path / "ct_low.nii.gz")
+    code, line = run_cli(["simulate-ct", str(src), low, "--dose", "0.25", "--n_views", "90"], capsys)
+    assert code == 0, line
+    out = nib.load(low).get_fdata()
     assert out.shape == hu.shape and abs(out[12:20, 12:20].mean()) < 50
     before = src.read_bytes()
-    proc = _cli("simulate-ct", str(src), str(src), "--dose", "0.5")
-    assert proc.returncode != 0 and "refusing to overwrite the input" in proc.stderr
+    code, line = run_cli(["simulate-ct", str(src), str(src), "--dose", "0.5"], capsys)
+    assert code != 0 and "refusing to overwrite the input" in line
     assert src.read_bytes() == before
-    proc = _cli("simulate-ct", str(tmp_path / "nope.nii.gz"), str(tmp_path / "x.nii.gz"), "--dose", "0.5")
-    assert proc.returncode != 0 and "nope.nii.gz: file or folder not found" in proc.stderr
+    code, line = run_cli(
+        ["simulate-ct", str(tmp_path / "nope.nii.gz"), str(tmp_path / "x.nii.gz"), "--dose", "0.5"], capsys
+    )
+    assert code != 0 and "nope.nii.gz: file or folder not found" in line
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ import numpy as np
 import pydicom
 import pytest
 import torch
-from conftest import BUNDLES, run_bundle
+from conftest import BUNDLES, run_workflow
 from dicom_factory import PET_TAGS, write_series
 from monai.data import MetaTensor
 from pydicom.data import get_testdata_file
@@ -172,12 +172,16 @@ def test_bundle_dicom_in_dicom_out(bundle, export_of, tmp_path):
     series = _series_for(bundle, tmp_path / "series")
     before = _digest(series)
     config = (bundle / "configs" / "inference.yaml").read_text()
-    dose = [f"--{k}={v}" for k, v in (("drf", 20), ("dose", 0.25)) if f"\n{k}:" in config]
+    dose = {k: v for k, v in (("drf", 20), ("dose", 0.25)) if f"\n{k}:" in config}
     out = tmp_path / "out"
-    run_bundle(
-        ["run", "--config_file", f"['{bundle / 'configs' / 'inference.yaml'}','{work / 'runtime.yaml'}']"]
-        + [f"--ckpt_path={work / 'weights.pt'}", f"--input_file={series}", f"--output_dir={out}", *dose]
+    refusal = run_workflow(  # in-process, the workflow `python -m monai.bundle run` builds (conftest.run_workflow)
+        [bundle / "configs" / "inference.yaml", work / "runtime.yaml"],
+        ckpt_path=str(work / "weights.pt"),
+        input_file=str(series),
+        output_dir=str(out),
+        **dose,
     )
+    assert refusal is None, refusal
     assert _digest(series) == before
     niftis = [p for p in out.glob("*.nii.gz") if "_std" not in p.name]
     folders = [p for p in out.iterdir() if p.is_dir() and not p.name.endswith("_std")]

@@ -9,15 +9,13 @@ every output back to the input grid (it is written for segmentation), so that bu
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import yaml
-from conftest import BUNDLES
+from conftest import BUNDLES, run_workflow
 from monailabel_calls import BundleInferTaskCalls, write_like_monailabel
 
 IDS = [b.name for b in BUNDLES]
@@ -31,18 +29,15 @@ def _first_test_item(datalist: Path) -> dict:
 
 
 def _reference_output(folder: Path, item: dict, out: Path) -> Path:
-    """The exported bundle's own inference (``python -m monai.bundle run``, default settings) on the item's image."""
+    """The exported bundle's own inference (its configs/inference.yaml run from its folder, default settings) on the
+    item's image, in this process (conftest.run_workflow: the same workflow ``python -m monai.bundle run`` builds;
+    tests/test_export.py runs the export in a fresh process of its own)."""
     config = yaml.safe_load((folder / "configs" / "inference.yaml").read_text())
-    options = [f"--{k}={item[k]}" for k in ("drf", "dose") if k in item and k in config]
-    proc = subprocess.run(
-        [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.yaml"]
-        + [f"--input_file={item['image']}", f"--output_dir={out}", *options],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=900,
+    options = {k: item[k] for k in ("drf", "dose") if k in item and k in config}
+    refusal = run_workflow(
+        [folder / "configs" / "inference.yaml"], cwd=folder, input_file=item["image"], output_dir=str(out), **options
     )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-5000:]
+    assert refusal is None, refusal
     outputs = [p for p in out.glob("*.nii.gz") if "_std" not in p.name]
     assert len(outputs) == 1, outputs
     return outputs[0]

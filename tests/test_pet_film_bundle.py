@@ -7,7 +7,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, run_bundle, run_bundle_failing
+from conftest import ROOT, run_workflow
 from monai.bundle import ConfigParser
 
 from common.networks import MixedPool
@@ -42,18 +42,15 @@ def _volume(tmp_path, shape=(37, 29, 21)):
 def test_inference_any_shape_keeps_affine_and_units(tmp_path, weights):
     path, data, affine = _volume(tmp_path)
     before = path.read_bytes()
-    run_bundle(
-        [
-            "run",
-            "--config_file",
-            str(CONFIGS / "inference.yaml"),
-            f"--input_file={path}",
-            "--drf=20",
-            f"--ckpt_dir={weights}",
-            f"--output_dir={tmp_path / 'out'}",
-            "--roi_size=[32,32,32]",
-        ]
+    refusal = run_workflow(  # in-process (conftest.run_workflow); the smoke test runs the real command
+        [CONFIGS / "inference.yaml"],
+        input_file=str(path),
+        drf=20,
+        ckpt_dir=str(weights),
+        output_dir=str(tmp_path / "out"),
+        roi_size=[32, 32, 32],
     )
+    assert refusal is None, refusal
     outputs = list((tmp_path / "out").glob("*denoised.nii.gz"))
     assert len(outputs) == 1
     img = nib.load(str(outputs[0]))
@@ -67,16 +64,17 @@ def test_inference_any_shape_keeps_affine_and_units(tmp_path, weights):
     assert not list((tmp_path / "out").glob(".*tmp*"))  # atomic writes leave no temporary files
 
 
-def _failing_inference(*args: str) -> str:
-    """Run the inference config with ``args``; it must fail. Returns its combined output."""
-    proc = run_bundle_failing(["run", "--config_file", str(CONFIGS / "inference.yaml"), *args])
-    return proc.stderr + proc.stdout
+def _failing_inference(**args: str) -> str:
+    """Run the inference config with ``args`` in-process (conftest.run_workflow); it must be refused: the line."""
+    line = run_workflow([CONFIGS / "inference.yaml"], **args)
+    assert line is not None, "the inference was not refused"
+    return line
 
 
 @pytest.mark.slow
 def test_inference_without_drf_is_a_clear_error(tmp_path, weights):
     path, _, _ = _volume(tmp_path)
-    out = _failing_inference(f"--input_file={path}", f"--ckpt_dir={weights}", f"--output_dir={tmp_path / 'out'}")
+    out = _failing_inference(input_file=str(path), ckpt_dir=str(weights), output_dir=str(tmp_path / "out"))
     assert "pet.nii.gz: missing dose metadata 'drf'" in out
     assert not list((tmp_path / "out").glob("*.nii.gz"))
 
@@ -84,7 +82,7 @@ def test_inference_without_drf_is_a_clear_error(tmp_path, weights):
 @pytest.mark.slow
 def test_inference_without_weights_names_the_file(tmp_path):
     path, _, _ = _volume(tmp_path)
-    out = _failing_inference(f"--input_file={path}", "--drf=4", f"--ckpt_dir={tmp_path / 'nothing'}")
+    out = _failing_inference(input_file=str(path), drf=4, ckpt_dir=str(tmp_path / "nothing"))
     assert "model.pt: missing trained weights" in out
 
 

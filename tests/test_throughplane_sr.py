@@ -11,7 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, run_bundle, run_bundle_failing
+from conftest import ROOT, run_workflow
 from monai.data import MetaTensor
 from monai.transforms import LoadImage
 
@@ -257,25 +257,18 @@ def _thick_case(tmp_path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return thin_affine, thick, thick_slice_affine(thin_affine, 4)
 
 
-def _infer(input_path: Path, ckpt: Path, out_dir: Path, fail: bool = False):
-    """The bundle's inference on one NIfTI file or DICOM series folder (a subprocess through monai.bundle)."""
-    args = [
-        "run",
-        "--config_file",
-        str(BUNDLE / "configs" / "inference.yaml"),
-        f"--input_file={input_path}",
-        f"--ckpt_path={ckpt}",
-        f"--output_dir={out_dir}",
-        "--roi_xy=16",
-    ]
-    return run_bundle_failing(args) if fail else run_bundle(args)
+def _infer(input_path: Path, ckpt: Path, out_dir: Path) -> str | None:
+    """The bundle's inference on one NIfTI file or DICOM series folder, in-process (conftest.run_workflow, the
+    workflow ``python -m monai.bundle run`` builds); the one-line refusal, or None on success."""
+    config = [BUNDLE / "configs" / "inference.yaml"]
+    return run_workflow(config, input_file=str(input_path), ckpt_path=str(ckpt), output_dir=str(out_dir), roi_xy=16)
 
 
 @pytest.mark.slow
 def test_bundle_inference_nifti_output_grid_and_values(tmp_path, untrained_ckpt):
     thin_affine, thick, thick_affine = _thick_case(tmp_path)
     nib.save(nib.Nifti1Image(thick.astype(np.float32), thick_affine), str(tmp_path / "thick.nii.gz"))
-    _infer(tmp_path / "thick.nii.gz", untrained_ckpt, tmp_path / "out")
+    assert _infer(tmp_path / "thick.nii.gz", untrained_ckpt, tmp_path / "out") is None
     out = nib.load(str(tmp_path / "out" / "thick_sr.nii.gz"))
     assert out.shape == (24, 20, 32)
     np.testing.assert_allclose(out.affine, thin_affine, atol=1e-5)
@@ -289,7 +282,7 @@ def test_bundle_inference_reads_a_dicom_series(tmp_path, untrained_ckpt):
     stored = np.round(thick + 1024).astype(np.int16).transpose(2, 1, 0)  # (Z, rows = Y, cols = X)
     write_series(tmp_path / "series", stored, slope=1.0, intercept=-1024.0, slice_step=6.0, pixel_spacing=(0.8, 0.8))
     ref = read_ct_hu(tmp_path / "series")
-    _infer(tmp_path / "series", untrained_ckpt, tmp_path / "out")
+    assert _infer(tmp_path / "series", untrained_ckpt, tmp_path / "out") is None
     outs = list((tmp_path / "out").glob("*_sr.nii.gz"))
     assert len(outs) == 1
     out = nib.load(str(outs[0]))
@@ -302,8 +295,8 @@ def test_bundle_inference_reads_a_dicom_series(tmp_path, untrained_ckpt):
 def test_bundle_inference_refuses_a_corrupt_input(tmp_path, untrained_ckpt):
     bad = tmp_path / "bad.nii.gz"
     bad.write_bytes(b"not a nifti")
-    proc = _infer(bad, untrained_ckpt, tmp_path / "out", fail=True)
-    assert "bad.nii.gz" in proc.stdout + proc.stderr
+    line = _infer(bad, untrained_ckpt, tmp_path / "out")
+    assert line is not None and "bad.nii.gz" in line, line
     assert not list((tmp_path / "out").glob("*_sr.nii.gz"))  # nothing written (glob of a missing folder: empty)
 
 
