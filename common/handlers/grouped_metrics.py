@@ -7,7 +7,6 @@ items carry the group key (e.g. ``drf`` or ``dose``).
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
 from collections import defaultdict
@@ -22,7 +21,7 @@ from ignite.engine import Engine, Events
 
 from common import metrics as M
 from common.distributed import is_distributed, is_main_process, world_size
-from common.io.atomic import temp_path
+from common.io.atomic import temp_path, write_csv_atomic, write_text_atomic
 from common.transforms.masks import body_mask
 from common.transforms.validation import source_of
 
@@ -316,18 +315,9 @@ class GroupedMetricsReport:
         if not is_main_process():
             return
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        csv_path = self.output_dir / f"{self.prefix}_items.csv"
-        tmp = temp_path(csv_path)
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(self.rows[0].keys()))
-            writer.writeheader()
-            writer.writerows(self.rows)
-        os.replace(tmp, csv_path)
+        csv_path = write_csv_atomic(self.output_dir / f"{self.prefix}_items.csv", self.rows)
         md = self.markdown()
-        md_path = self.output_dir / f"{self.prefix}_summary.md"
-        tmp = temp_path(md_path)
-        tmp.write_text(md)
-        os.replace(tmp, md_path)
+        write_text_atomic(self.output_dir / f"{self.prefix}_summary.md", md)
         if self.plot:
             self.plot_summary(self.output_dir / f"{self.prefix}_vs_{self.group_key}.png")
         self.logger.info("%s per %s (%s):\n%s", self.prefix, self.group_key, csv_path, md)

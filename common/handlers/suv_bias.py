@@ -9,8 +9,6 @@ and the region files of the embedded phantoms' datalist: ``lesions`` (0/1 NIfTI)
 
 from __future__ import annotations
 
-import csv
-import os
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +19,7 @@ import torch
 from ignite.engine import Engine, Events
 
 from common.distributed import is_main_process
-from common.io.atomic import temp_path
+from common.io.atomic import write_csv_atomic, write_text_atomic
 
 __all__ = ["SUVBiasReport"]
 
@@ -111,15 +109,6 @@ class SUVBiasReport:
         if not self.rows or not is_main_process():
             return
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        path = self.output_dir / f"{self.prefix}_items.csv"
-        tmp = temp_path(path)
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(self.rows[0]))
-            writer.writeheader()
-            writer.writerows(self.rows)
-        os.replace(tmp, path)
-        md_path = self.output_dir / f"{self.prefix}_summary.md"
-        tmp = temp_path(md_path)
-        tmp.write_text(self.markdown())
-        os.replace(tmp, md_path)
+        write_csv_atomic(self.output_dir / f"{self.prefix}_items.csv", self.rows)
+        write_text_atomic(self.output_dir / f"{self.prefix}_summary.md", self.markdown())
         print(f"\n{self.prefix} per {self.group_key}:\n{self.markdown()}", flush=True)

@@ -10,16 +10,19 @@ unless its process is still alive.
 from __future__ import annotations
 
 import contextlib
+import csv
 import os
 import re
 import shutil
 import threading
+from collections.abc import Mapping, Sequence
 from os import PathLike
 from pathlib import Path
+from typing import Any
 
 from common.errors import OutputError
 
-__all__ = ["ensure_writable_dir", "remove_stale_temporaries", "temp_path"]
+__all__ = ["ensure_writable_dir", "remove_stale_temporaries", "temp_path", "write_csv_atomic", "write_text_atomic"]
 
 _TEMP = re.compile(r"^\..+\.tmp(?P<pid>\d+)(\.[^/]*)?$")
 
@@ -29,6 +32,27 @@ def temp_path(path: str | PathLike, suffix: str = "") -> Path:
     writers that pick the format from the extension, e.g. ``.nii.gz``)."""
     path = Path(path)
     return path.with_name(f".{path.name}.tmp{os.getpid()}.{threading.get_native_id()}{suffix}")
+
+
+def write_text_atomic(path: str | PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` through :func:`temp_path` and a rename; returns ``path``."""
+    path = Path(path)
+    tmp = temp_path(path)
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
+def write_csv_atomic(path: str | PathLike, rows: Sequence[Mapping[str, Any]]) -> Path:
+    """Write ``rows`` (dicts with the first row's keys as columns) as CSV to ``path``, atomically; returns ``path``."""
+    path = Path(path)
+    tmp = temp_path(path)
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else [])
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+    return path
 
 
 def _alive(pid: int) -> bool:
