@@ -129,15 +129,6 @@ def run_bundle_steps(steps: list[tuple[Path | str, list]], tmp: Path, timeout: i
     return [o + e for o, e in zip(outs[:-1], errs[:-1], strict=True)]
 
 
-def run_bundle_failing(args: list[str], cwd: Path = ROOT, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run ``python -m monai.bundle <args>`` in a subprocess that must FAIL; returns it (for its stderr/stdout)."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "monai.bundle", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
-    )
-    assert proc.returncode != 0, f"monai.bundle {' '.join(args)} unexpectedly succeeded:\n{proc.stdout[-2000:]}"
-    return proc
-
-
 def perturbed_weights(bundle: Path, path: Path, overlays: tuple[Path, ...] = (), **overrides) -> Path:
     """Save the bundle's inference network (config ids changed by ``overlays`` files and ``overrides``, e.g.
     ``factor=2``) with seeded, perturbed parameters to ``path``."""

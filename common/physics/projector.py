@@ -136,11 +136,13 @@ class ParallelBeamProjector:
         self._centered = torch.arange(self.n, dtype=torch.float64) - c
 
     # ----------------------------------------------------------------------------------------------- grids
-    def _angle_chunk(self, batch: int) -> int:
-        return max(1, _CHUNK_ELEMENTS // max(1, batch * self.n * self.n))
+    def _angle_chunk(self, batch: int, pixels: int | None = None) -> int:
+        """Views per ``grid_sample`` call for ``batch`` slices of ``pixels`` pixels each (default ``N * N``)."""
+        return max(1, _CHUNK_ELEMENTS // max(1, batch * (pixels or self.n * self.n)))
 
-    def _batch_chunk(self) -> int:
-        return max(1, _CHUNK_ELEMENTS // (self.n * self.n))
+    def _batch_chunk(self, pixels: int | None = None) -> int:
+        """Slices per chunk for images of ``pixels`` pixels each (default ``N * N``)."""
+        return max(1, _CHUNK_ELEMENTS // (pixels or self.n * self.n))
 
     def _forward_grid(self, a0: int, a1: int) -> torch.Tensor:
         """Normalised sampling grid ``(1, a, N*N, 2)``: for view ``a`` and output ``(t, s)`` the input (col, row)."""
@@ -227,10 +229,10 @@ class ParallelBeamProjector:
         sinograms = sinograms.to(self.dtype)
         n_batch, pixels = sinograms.shape[0], height * width
         out = sinograms.new_zeros((n_batch, pixels))
-        batch_step = max(1, _CHUNK_ELEMENTS // pixels)
+        batch_step = self._batch_chunk(pixels)
         for b0 in range(0, n_batch, batch_step):
             b1 = min(n_batch, b0 + batch_step)
-            step = max(1, _CHUNK_ELEMENTS // ((b1 - b0) * pixels))
+            step = self._angle_chunk(b1 - b0, pixels)
             for a0 in range(0, self.n_angles, step):
                 a1 = min(self.n_angles, a0 + step)
                 views = sinograms[b0:b1, a0:a1].permute(1, 0, 2).unsqueeze(2)  # (a, b, 1, N)
