@@ -11,11 +11,21 @@ from typing import Any
 
 import torch
 
-from common.errors import MissingFileError
+from .errors import InputDataError, MissingFileError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["load_weights", "locate_bundle_root", "require_file", "run_config_if_missing"]
+__all__ = [
+    "PRETRAINED_WEIGHTS",
+    "check_weights_fit",
+    "load_weights",
+    "locate_bundle_root",
+    "require_file",
+    "resolve_weights",
+    "run_config_if_missing",
+]
+
+PRETRAINED_WEIGHTS = os.path.join("pretrained", "model.pt")  # shipped with the bundle, relative to its root
 
 
 def _bundle_name(root: Path) -> str | None:
@@ -59,6 +69,51 @@ def require_file(path: str | os.PathLike, what: str) -> str:
     return str(path)
 
 
+def resolve_weights(ckpt_dir: str | os.PathLike, bundle_root: str | os.PathLike) -> str:
+    """The weights file inference loads.
+
+    ``<ckpt_dir>/model.pt`` (what a training wrote) when it exists. When it does not and ``ckpt_dir`` is the bundle's
+    own default ``<bundle_root>/models``, the weights shipped with the bundle, ``<bundle_root>/pretrained/model.pt``
+    (trainings never write there). A ``ckpt_dir`` chosen by the user is never replaced by the shipped weights: its
+    missing ``model.pt`` is refused by the inference config's file check. Logs which file it chose.
+    """
+    trained = Path(ckpt_dir) / "model.pt"
+    shipped = Path(bundle_root) / PRETRAINED_WEIGHTS
+    default_dir = Path(bundle_root) / "models"
+    chosen = trained
+    if not trained.is_file() and shipped.is_file() and _same_path(Path(ckpt_dir), default_dir):
+        chosen = shipped
+    logger.info("weights: %s (%s)", chosen, "shipped with the bundle" if chosen == shipped else "trained")
+    return str(chosen)
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    return os.path.normpath(os.path.abspath(a)) == os.path.normpath(os.path.abspath(b))
+
+
+def check_weights_fit(network: torch.nn.Module, path: str | os.PathLike) -> str:
+    """Refuse, in one line naming ``path``, weights whose keys or tensor shapes differ from ``network``'s (weights
+    trained with other settings, e.g. another SR ``factor`` or network width), before MONAI's checkpoint loader would
+    fail with a long ``load_state_dict`` traceback. Returns ``path``."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    own = network.state_dict()
+    missing, unexpected = sorted(own.keys() - state.keys()), sorted(state.keys() - own.keys())
+    shapes = [k for k in own.keys() & state.keys() if tuple(own[k].shape) != tuple(state[k].shape)]
+    if missing or unexpected or shapes:
+        if shapes:
+            k = sorted(shapes)[0]
+            detail = f"{len(shapes)} tensor(s) of another shape, e.g. {k}: {tuple(state[k].shape)} in the file, "
+            detail += f"{tuple(own[k].shape)} in the network"
+        else:
+            detail = f"{len(missing)} missing and {len(unexpected)} unexpected tensor(s)"
+        raise InputDataError(
+            path, f"weights do not fit the configured network ({detail}): trained with other settings?"
+        )
+    return str(path)
+
+
 def load_weights(network: torch.nn.Module, path: str | os.PathLike, what: str = "weights") -> torch.nn.Module:
     """Load a state dict saved by the bundles (``model.pt``: a plain state dict, or a checkpoint dict holding it
     under ``"model"``) into ``network`` on its current device; returns ``network``. A missing file or mismatching
@@ -81,7 +136,7 @@ _TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_
 def _run_workflow(config_file: str | Sequence[str], run_id: str, overrides: dict[str, Any]) -> None:
     from monai.bundle import ConfigWorkflow
 
-    from common.configs import load_config_files
+    from .configs import load_config_files
 
     workflow = ConfigWorkflow(config_file=config_file, run_id=run_id, workflow_type=None)
     # the shared pieces written out, so the stage runs from any working folder; then the overrides, as the command
@@ -94,7 +149,7 @@ def _run_workflow(config_file: str | Sequence[str], run_id: str, overrides: dict
 
 
 def _run_isolated(config_file: str | Sequence[str], run_id: str, overrides: dict[str, Any]) -> None:
-    """Run the workflow in a child process (``python -m common.bundle_utils``) that is not part of any torchrun
+    """Run the workflow in a child process (``python -m <this module>``) that is not part of any torchrun
     process group; the resolved ``overrides`` travel pickled, so they keep their types (devices, dataclasses)."""
     import pickle
     import subprocess
@@ -105,7 +160,7 @@ def _run_isolated(config_file: str | Sequence[str], run_id: str, overrides: dict
         job = Path(tmp) / "job.pkl"
         job.write_bytes(pickle.dumps((config_file, run_id, overrides)))
         env = {k: v for k, v in os.environ.items() if k not in _TORCHRUN_ENV and not k.startswith("TORCHELASTIC")}
-        proc = subprocess.run([sys.executable, "-m", "common.bundle_utils", str(job)], env=env)
+        proc = subprocess.run([sys.executable, "-m", __name__, str(job)], env=env)  # the vendored name too
     if proc.returncode != 0:
         raise RuntimeError(f"{config_file} ({run_id}) failed in its own process (exit code {proc.returncode})")
 

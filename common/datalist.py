@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from common.errors import InputDataError
+from .errors import InputDataError
 
 __all__ = [
     "bundle_inference_items",
@@ -204,7 +204,7 @@ def _default_builder(
     default_dataset: str, data_cache_dir: str | os.PathLike, seed: int, phantom_kwargs: dict[str, Any] | None
 ) -> Callable[[], str | os.PathLike]:
     """``build()`` of the embedded dataset ``default_dataset`` in ``data_cache_dir`` (built once, then cached)."""
-    from common import phantoms
+    from . import phantoms
 
     if default_dataset not in _DEFAULT_BUILDERS:
         raise ValueError(f"default_dataset must be one of {sorted(_DEFAULT_BUILDERS)}, got {default_dataset!r}")

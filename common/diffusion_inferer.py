@@ -23,7 +23,7 @@ from monai.inferers import Inferer
 from monai.networks.schedulers import DDPMScheduler
 from monai.utils import convert_to_dst_type
 
-from common.diffusion import (
+from .diffusion import (
     check_residual_options,
     condition_input,
     ddim_step,
@@ -31,7 +31,7 @@ from common.diffusion import (
     denoise_input,
     residual_to_image,
 )
-from common.inferers import PaddedSlidingWindowInferer
+from .inferers import PaddedSlidingWindowInferer
 
 __all__ = ["DiffusionSamplingInferer"]
 

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from monai.losses import DeepSupervisionLoss, SSIMLoss
 from torch import nn
 
-from common.networks.frozen import freeze
-from common.physics.pet import gaussian_kernel_1d
+from .networks.frozen import freeze
+from .physics.pet import gaussian_kernel_1d
 
 __all__ = [
     "AnatomicalPerceptionLoss",

@@ -2,7 +2,8 @@
 
 For each bundle (discovered: ``bundles/*/configs/benchmark.yaml``) and each of its runs (SR: one per factor):
 
-1. weights: ``--ckpt`` or the run's ``models/model.pt``; missing -> trained with the default config (``--train``);
+1. weights: ``--ckpt`` or the run's ``models/model.pt``; missing -> trained with the default config (``--train``); a run
+   with ``weights: pretrained`` measures the weights shipped in the bundle (``pretrained/model.pt``), skipped if absent;
 2. baselines (``restorezoo.baselines``): each one's parameter is tuned per dose on the VALIDATION split, by the PSNR of
    the bundle's own first metric report (same metric code, window, data range), never on the test split;
 3. the test split at the benchmark's doses through the bundle's ``inference.yaml`` + ``evaluate.yaml`` (+
@@ -36,6 +37,8 @@ import numpy as np
 import torch
 import yaml
 from ignite.engine import Engine, Events
+
+from common.bundle_utils import PRETRAINED_WEIGHTS as PRETRAINED
 
 __all__ = [
     "PanelCollector",
@@ -580,6 +583,11 @@ def _peer_available(bundle: Path, run: dict[str, Any]) -> bool:
     return False
 
 
+def _shipped(run: dict[str, Any]) -> bool:
+    """Whether a run measures the weights shipped with the bundle (``weights: pretrained`` in its benchmark.yaml)."""
+    return run.get("weights") == "pretrained"
+
+
 def _train(bundle: Path, ckpt_dir: Path, run: dict[str, Any], extra: Sequence[Path], overrides: dict[str, Any]):
     files = [bundle / "configs" / "train.yaml", *extra]
     cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", repr([str(f) for f in files])]
@@ -637,13 +645,18 @@ def run_benchmark(
             ckpt_dir = bundle / run.get("ckpt_subdir", "models")
             key = f"{bundle.name}:{name}" if f"{bundle.name}:{name}" in ckpts else bundle.name
             ckpt = Path(ckpts[key]) if key in ckpts else ckpt_dir / "model.pt"
-            if not ckpt.is_file():
+            if _shipped(run):  # the weights shipped in the bundle: measured as they are, never trained here
+                ckpt = Path(ckpts[f"{bundle.name}:{name}"]) if f"{bundle.name}:{name}" in ckpts else bundle / PRETRAINED
+                if not ckpt.is_file():
+                    logger.warning("%s: run '%s' skipped: no shipped weights %s", bundle.name, name, ckpt)
+                    continue
+            elif not ckpt.is_file():
                 if not train:
                     raise FileNotFoundError(f"{ckpt}: no weights for {bundle.name} ({name}); pass --train or --ckpt")
                 _train(bundle, ckpt_dir, run, run_extra, overrides)
             files = _eval_files(bundle, run_extra)
             run_over["ckpt_path"] = str(ckpt)
-            if run.get("peer") and host_params is not None:  # a peer: the host's baselines, tuned once
+            if (run.get("peer") or _shipped(run)) and host_params is not None:  # the host's baselines, tuned once
                 params, tried = host_params, []
             else:
                 params, tried = tune_baselines(bundle, task, files, run_over, quick, cache)

@@ -9,6 +9,8 @@ Commands (``restorezoo <command> --help`` for each)::
     restorezoo dicom2nifti SERIES_DIR OUT.nii.gz              DICOM / IMA series -> NIfTI (CT in HU, PET in SUVbw)
     restorezoo validate bundles/<name> [--overlays a.yaml,b]  static bundle validation (as CI does)
     restorezoo export bundles/<name> [--out dist] [--ckpt P]  self-contained model-zoo release folder + zip
+    restorezoo ship bundles/<name> --ckpt P [--half]          make P the bundle's shipped pretrained/model.pt
+    restorezoo denoise SCAN [--bundle B] [--drf N | --dose F | --factor K] [--out P]   restore a scan (shipped weights)
     restorezoo benchmark [--bundles_dir bundles] [--bundles a,b] [--train] [--readme README.md]   vs baselines + speed
     restorezoo speed bundles/<name> [--bundle_inferer] [--input_shape X,Y,Z]   voxels/s and peak memory vs MONAI UNet
 
@@ -212,7 +214,8 @@ def export(
     onnx: bool = False,
     onnx_size: int = 64,
 ) -> str:
-    """Export a trained bundle (weights ``ckpt``, default ``<bundle>/models/model.pt``) to ``<out>/<name>`` and
+    """Export a trained bundle (weights ``ckpt``, default ``<bundle>/models/model.pt``, else the shipped
+    ``pretrained/model.pt``) to ``<out>/<name>`` and
     ``<out>/<name>.zip``: model-zoo layout, TorchScript where the network scripts, the library vendored, so it runs
     with only the PyPI packages in its metadata.json (MONAI Label: ``--conf models <name>``). ``--onnx``: also
     ``models/model.onnx`` (fixed input size ``--onnx_size``; needs the ``onnx`` extra), checked with ONNX Runtime."""
@@ -225,6 +228,38 @@ def export(
         ts += f" + model.onnx (ONNX Runtime vs PyTorch: max |diff| {res.onnx_max_abs_diff:.2e})"
     print(f"{res.folder} ({res.folder_bytes / 1e6:.2f} MB, {ts}){zip_text}")
     return str(res.folder)
+
+
+def ship(bundle: str, ckpt: str, half: bool = False) -> str:
+    """Make the weights ``ckpt`` the bundle's shipped ``pretrained/model.pt`` (the inference network's state dict,
+    checked to load strictly; ``--half``: stored in float16) and record its sha256 in ``<bundle>/large_files.yml``.
+    Inference uses it when the bundle has no trained ``models/model.pt``."""
+    from restorezoo.pretrained import ship_weights
+
+    res = ship_weights(bundle, ckpt, half=half)
+    print(f"{res.path} ({res.size / 2**20:.2f} MiB, {res.dtype}, sha256 {res.sha256})")
+
+
+def denoise(
+    scan: str,
+    out: str | None = None,
+    bundle: str | None = None,
+    drf: float | None = None,
+    dose: float | None = None,
+    factor: int | None = None,
+    weights: str | None = None,
+    bundles_dir: str | None = None,
+    overwrite: bool = False,
+    allow_implausible: bool = False,
+) -> None:
+    """Restore one scan with a bundle's shipped weights: ``SCAN`` is a NIfTI file (-> NIfTI) or a DICOM series
+    folder (-> derived DICOM series). Bundle: ``--bundle``, else ``ct_throughplane_sr`` with ``--factor``,
+    ``ct_lowdose_featkpn`` for CT, ``pet_lowdose_film_unet`` for PET (``--drf`` required). ``--weights``: another
+    ``model.pt``; ``--out``: the output path (default ``<name>_<postfix>`` in the current folder)."""
+    from restorezoo.denoise import denoise as run
+
+    res = run(scan, out, bundle, drf, dose, factor, weights, bundles_dir, overwrite, True, allow_implausible)
+    print(f"{res.output} ({res.bundle}, weights {res.weights}, {res.seconds:.1f} s)")
 
 
 def benchmark(
@@ -345,6 +380,8 @@ def _fire(fire) -> None:
             "dicom2nifti": dicom2nifti,
             "validate": validate,
             "export": export,
+            "ship": ship,
+            "denoise": denoise,
             "benchmark": benchmark,
             "speed": speed,
         },

@@ -7,7 +7,9 @@ Layout of ``<out>/<bundle>/`` (the model-zoo release layout; the zip holds the s
     models/model.ts         TorchScript with metadata.json / inference.yaml embedded (when the network scripts)
     models/model.onnx       optional (``onnx=True``, the ``onnx`` extra): fixed input shape (1, C, size, ...), checked
                             against PyTorch with ONNX Runtime before it is written
-    common/                 this repository's library, vendored: the configs' ``common.*`` targets resolve to it
+    restorezoo_common_<hash>/  this repository's library, vendored under a name unique to its content (a hash of its
+                            files): the configs' ``common.*`` references are renamed to it, so two bundles exported
+                            from different versions can be served by one process without sharing library code
     scripts/                the bundle's own scripts, if any
     docs/README.md  LICENSE
 
@@ -24,9 +26,11 @@ never overwritten unless asked.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -34,7 +38,14 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["ExportResult", "export_bundle", "inference_config_path", "write_onnx"]
+__all__ = [
+    "ExportResult",
+    "export_bundle",
+    "inference_config_path",
+    "rename_library",
+    "vendored_library_name",
+    "write_onnx",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +71,28 @@ def inference_config_path(bundle_dir: Path) -> Path:
         if (bundle_dir / "configs" / name).is_file():
             return bundle_dir / "configs" / name
     raise FileNotFoundError(f"{bundle_dir}: no configs/inference.yaml or configs/inference.json")
+
+
+def vendored_library_name(library: Path) -> str:
+    """The package name the library is vendored under in an export: ``restorezoo_common_<12 hex>``, a hash of its
+    files, so exports of one library version share the name (identical code) and exports of different versions
+    never meet in ``sys.modules`` when one process (a MONAI Label server) loads several bundles."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in library.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        if path.name.startswith(".") or path.suffix == ".pyc":
+            continue
+        digest.update(path.relative_to(library).as_posix().encode() + b"\0" + path.read_bytes())
+    return f"restorezoo_common_{digest.hexdigest()[:12]}"
+
+
+_LIBRARY_REF = re.compile(r"(?<![\w./-])common(?=\.\w|[\s\"']|$)", re.MULTILINE)
+
+
+def rename_library(config_text: str, name: str) -> str:
+    """``config_text`` with every reference to the ``common`` package (``$import common.x``, ``_target_: common.x``,
+    ``$common.x(...)``) naming ``name`` instead; folder paths such as ``common/configs`` in comments are left alone.
+    The library itself imports its own modules relatively, so it needs no rewriting."""
+    return _LIBRARY_REF.sub(name, config_text)
 
 
 def _folder_bytes(folder: Path) -> int:
@@ -161,18 +194,20 @@ def export_bundle(
     onnx: bool = False,
     onnx_size: int = 64,
 ) -> ExportResult:
-    """Export ``bundle_dir`` with the weights ``ckpt`` (default ``<bundle>/models/model.pt``) to ``out_dir/<name>``
+    """Export ``bundle_dir`` with the weights ``ckpt`` (default ``<bundle>/models/model.pt``, else the weights shipped
+    in ``<bundle>/pretrained/model.pt``) to ``out_dir/<name>``
     (and ``out_dir/<name>.zip``). Returns the paths and sizes. Raises ``FileNotFoundError`` for a missing bundle
     file or checkpoint and ``FileExistsError`` when the export exists and ``overwrite`` is False. ``onnx``: also write
     ``models/model.onnx`` at input size ``onnx_size`` per spatial axis (see :func:`write_onnx`)."""
     import common
+    from common.bundle_utils import resolve_weights
     from common.configs import expand_shared_macros
 
     bundle = Path(bundle_dir).expanduser().resolve()
     if not (bundle / "configs" / "metadata.json").is_file():
         raise FileNotFoundError(f"{bundle}: not a bundle folder (no configs/metadata.json)")
     config = inference_config_path(bundle)
-    weights = Path(ckpt).expanduser() if ckpt else bundle / "models" / "model.pt"
+    weights = Path(ckpt).expanduser() if ckpt else Path(resolve_weights(bundle / "models", bundle))
     if not weights.is_file():
         raise FileNotFoundError(f"{weights}: missing trained weights (train the bundle first, or pass --ckpt)")
     out = Path(out_dir).expanduser().resolve()
@@ -193,6 +228,7 @@ def export_bundle(
         config_text = config.read_text()
         if config.suffix in (".yaml", ".yml"):  # the shared pieces written out: the release runs anywhere
             config_text = expand_shared_macros(config_text)
+        config_text = rename_library(config_text, vendored_library_name(Path(common.__file__).resolve().parent))
         (root / "configs" / config.name).write_text(config_text)
         for name in _CONFIG_FILES:  # logging.conf is a link to the shared file: its content is copied
             shutil.copy2(bundle / "configs" / name, root / "configs" / name)
@@ -200,7 +236,8 @@ def export_bundle(
         shutil.copy2(bundle / "LICENSE", root / "LICENSE")
         if (bundle / "scripts").is_dir():
             shutil.copytree(bundle / "scripts", root / "scripts", ignore=_IGNORE)
-        shutil.copytree(Path(common.__file__).resolve().parent, root / "common", ignore=_IGNORE)
+        library = Path(common.__file__).resolve().parent
+        shutil.copytree(library, root / vendored_library_name(library), ignore=_IGNORE)
         models = root / "models"
         models.mkdir()
         torch.save(net.state_dict(), models / "model.pt")

@@ -60,8 +60,9 @@ def run_workflow(config_files: list[str | Path], cwd: Path | None = None, **over
     from common.errors import find_user_error, one_line
 
     previous = Path.cwd()
-    if cwd is not None:
+    if cwd is not None:  # `python -m monai.bundle` started there: that folder first on sys.path (an export's library)
         os.chdir(cwd)
+        sys.path.insert(0, str(cwd))
     try:
         workflow = ConfigWorkflow(config_file=[str(f) for f in config_files], workflow_type=None, **overrides)
         workflow.initialize()
@@ -74,6 +75,8 @@ def run_workflow(config_files: list[str | Path], cwd: Path | None = None, **over
         return one_line(user)
     finally:
         os.chdir(previous)
+        if cwd is not None:
+            sys.path.remove(str(cwd))
     return None
 
 

@@ -5,7 +5,8 @@ installed (editable) package; used by tests/test_export.py to prove an exported 
 
 Before MONAI starts: the editable-install finders are removed, every ``sys.path`` entry inside the repository is
 dropped, and a meta-path guard raises ``ImportError`` for any module whose file lies in the repository. Afterwards
-REPORT.json holds where ``common`` came from and, with their distributions, the third-party top-level modules that
+REPORT.json holds where the vendored library (``restorezoo_common_<hash>``) came from, whether a plain ``common``
+was imported, and, with their distributions, the third-party top-level modules that
 the bundle's own loaded modules (vendored library, scripts) import anywhere in their source.
 """
 
@@ -83,8 +84,13 @@ def main() -> int:
     local = {p.name.removesuffix(".py") for p in Path.cwd().iterdir()}  # the bundle's own packages / modules
     names = _imports_of_loaded_bundle_modules(Path.cwd().resolve())
     direct = {name: dists.get(name, []) for name in sorted(names - local - set(sys.stdlib_module_names))}
-    common = sys.modules.get("common")
-    Path(report).write_text(json.dumps({"common_file": getattr(common, "__file__", None), "direct_imports": direct}))
+    vendored = {
+        name: getattr(m, "__file__", None)
+        for name, m in sys.modules.items()
+        if "." not in name and name.startswith("restorezoo_common_")
+    }
+    rep = {"vendored": vendored, "plain_common": "common" in sys.modules, "direct_imports": direct}
+    Path(report).write_text(json.dumps(rep))
     return code
 
 

@@ -220,7 +220,9 @@ def test_tiny_benchmark_all_bundles(export_of, data_cache, tmp_path):
         tuning = _read(out / "tuning.csv")
         for r in rows:  # the parameter used on the test split is the validation argmax for that dose
             if r["method"] in chosen:
-                tuned_in = task.runs[0].get("name", "default") if r.get("peer") else r["run"]  # peers: the host's
+                spec = next(run for run in task.runs if run.get("name", "default") == r["run"])
+                reuses = r.get("peer") or spec.get("weights") == "pretrained"  # peers, shipped weights: the host's
+                tuned_in = task.runs[0].get("name", "default") if reuses else r["run"]
                 tried = [t for t in tuning if t["baseline"] == r["method"] and t["run"] == tuned_in]
                 doses = {float(t[task.group_key]) for t in tried}
                 nearest = min(doses, key=lambda d: abs(math.log(d) - math.log(float(r[task.group_key]))))

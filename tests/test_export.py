@@ -23,7 +23,7 @@ import torch
 from conftest import BUNDLES, ROOT
 from monai.bundle import ConfigParser
 
-from restorezoo.export import export_bundle
+from restorezoo.export import export_bundle, rename_library, vendored_library_name
 
 IDS = [b.name for b in BUNDLES]
 
@@ -42,8 +42,12 @@ def test_export_layout(exported):
     for rel in ("configs/inference.yaml", "configs/metadata.json", "configs/logging.conf", "models/model.pt"):
         assert (root / rel).is_file(), rel
     assert (root / "docs" / "README.md").is_file() and (root / "LICENSE").is_file()
-    assert (root / "common" / "__init__.py").is_file(), "the library must travel with the export"
-    assert not (root / "restorezoo").exists() and not (root / "common" / "benchmark.py").exists()  # runtime only
+    library = vendored_library_name(ROOT / "common")  # named by its content: unique to this library version
+    assert (root / library / "__init__.py").is_file(), "the library must travel with the export"
+    assert not (root / "common").exists() and not (root / "restorezoo").exists()
+    assert not (root / library / "benchmark.py").exists()  # runtime only
+    config = (root / "configs" / "inference.yaml").read_text()
+    assert f"$import {library}.transforms" in config and not re.search(r"[$\s]common\.", config)
     assert not (root / "configs" / "logging.conf").is_symlink()  # the shared file's content, not a link
     assert "%common/configs/" not in (root / "configs" / "inference.yaml").read_text()  # the pieces written out
     assert not list(root.rglob("__pycache__"))
@@ -59,7 +63,7 @@ def test_export_layout(exported):
     with zipfile.ZipFile(res.zip_path) as zf:
         names = set(zf.namelist())
     assert f"{bundle.name}/configs/inference.yaml" in names and f"{bundle.name}/models/model.pt" in names
-    assert f"{bundle.name}/common/__init__.py" in names
+    assert f"{bundle.name}/{library}/__init__.py" in names
 
 
 def test_export_refuses_to_overwrite_and_checks_weights(exported, tmp_path):
@@ -103,7 +107,9 @@ def _requirement_closure(names: set[str]) -> set[str]:
 def test_export_runs_isolated_with_declared_packages_only(exported):
     bundle, work, res, repo_out, datalist = exported
     report = work / "isolated_report.json"
-    overlay = work / "runtime.yaml"  # plain YAML values (tiny windows / steps), no code
+    # tiny windows / steps / data; its library references name the export's vendored library, as a user's would
+    overlay = work / "runtime_export.yaml"
+    overlay.write_text(rename_library((work / "runtime.yaml").read_text(), vendored_library_name(ROOT / "common")))
     proc = subprocess.run(
         [
             sys.executable,
@@ -123,7 +129,9 @@ def test_export_runs_isolated_with_declared_packages_only(exported):
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     rep = json.loads(report.read_text())
-    assert Path(rep["common_file"]).resolve().is_relative_to(res.folder.resolve())
+    ((name, path),) = rep["vendored"].items()  # one vendored library, the export's own, and never a plain `common`
+    assert name == vendored_library_name(ROOT / "common") and not rep["plain_common"]
+    assert Path(path).resolve().is_relative_to(res.folder.resolve())
     # every third-party package the exported code imports is declared (or required by a declared package)
     meta = json.loads((res.folder / "configs" / "metadata.json").read_text())
     declared = set(meta["required_packages_version"]) | {"monai", "torch", "numpy"}
@@ -155,7 +163,11 @@ def test_onnx_export_matches_pytorch(bundle, export_of, tmp_path):
     parser = ConfigParser()
     parser.read_config(str(res.folder / "configs" / "inference.yaml"))
     parser["bundle_root"] = str(res.folder)
-    net = parser.get_parsed_content("network_def", instantiate=True)
+    sys.path.insert(0, str(res.folder))  # the export's vendored library, as `python -m monai.bundle` there finds it
+    try:
+        net = parser.get_parsed_content("network_def", instantiate=True)
+    finally:
+        sys.path.remove(str(res.folder))
     net.load_state_dict(torch.load(res.folder / "models" / "model.pt", map_location="cpu", weights_only=True))
     net.eval()
     meta = json.loads((res.folder / "configs" / "metadata.json").read_text())

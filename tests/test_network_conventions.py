@@ -6,12 +6,14 @@ every network exported from ``common.networks``."""
 from __future__ import annotations
 
 import inspect
+import json
 import math
 import re
 import textwrap
 
 import pytest
 import torch
+from conftest import BUNDLES
 
 import common.networks as networks
 
@@ -75,3 +77,24 @@ def test_throughplane_sr_channels():
     assert net(torch.rand(1, 2, 16, 16, 3)).shape == (1, 2, 16, 16, 6)
     with pytest.raises(ValueError, match="in_channels == out_channels"):
         networks.ThroughPlaneSRNet(in_channels=2, out_channels=1)
+
+
+@pytest.mark.parametrize("bundle", BUNDLES, ids=lambda b: b.name)
+def test_metadata_describes_the_served_network(bundle):
+    """What ``metadata.json`` says of the network (MONAI Label shows it in ``/info/``) is the inference network:
+    the parameter count it quotes (``~1.00 M parameters``) and the widths (``widths 16-32-64``)."""
+    from monai.bundle import ConfigParser
+
+    from common.configs import load_config_files
+
+    text = json.loads((bundle / "configs" / "metadata.json").read_text())["description"]
+    parser = ConfigParser()
+    parser.read_config(load_config_files(bundle / "configs" / "inference.yaml"))
+    parser["bundle_root"] = str(bundle)
+    net = parser.get_parsed_content("network_def", instantiate=True)
+    count = sum(p.numel() for p in net.parameters()) / 1e6
+    for quoted in re.findall(r"(?:~|about )([\d.]+) M parameters", text):
+        assert abs(float(quoted) - count) <= 0.01 + 0.02 * count, f"{bundle.name}: says {quoted} M, has {count:.3f} M"
+    for quoted in re.findall(r"widths (\d+(?:-\d+)+)", text):
+        channels = parser.get_parsed_content("network_def#channels")
+        assert [int(c) for c in quoted.split("-")] == [int(c) for c in channels], f"{bundle.name}: widths {quoted}"

@@ -1,16 +1,16 @@
 """Ignite/MONAI event handlers that MONAI does not already provide."""
 
-from common.handlers.checkpoint import (
+from .checkpoint import (
     BestModelSaver,
     LastCheckpointSaver,
     ResumeFromLatest,
     atomic_torch_save,
     last_checkpoint,
 )
-from common.handlers.grouped_metrics import GroupedMetricsReport, compute_item_metrics
-from common.handlers.output import BatchOutputAsList
-from common.handlers.panel import PanelWriter, save_panel
-from common.handlers.suv_bias import SUVBiasReport
+from .grouped_metrics import GroupedMetricsReport, compute_item_metrics
+from .output import BatchOutputAsList
+from .panel import PanelWriter, save_panel
+from .suv_bias import SUVBiasReport
 
 __all__ = [
     "BatchOutputAsList",

@@ -25,9 +25,9 @@ import torch
 from ignite.engine import Engine, Events
 from monai.handlers import CheckpointLoader
 
-from common.distributed import is_main_process, rank
-from common.errors import InputDataError
-from common.io.atomic import ensure_writable_dir, remove_stale_temporaries, temp_path
+from ..distributed import is_main_process, rank
+from ..errors import InputDataError
+from ..io.atomic import ensure_writable_dir, remove_stale_temporaries, temp_path
 
 __all__ = ["BestModelSaver", "LastCheckpointSaver", "ResumeFromLatest", "atomic_torch_save", "last_checkpoint"]
 

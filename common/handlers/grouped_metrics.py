@@ -19,11 +19,11 @@ import torch
 import torch.distributed as dist
 from ignite.engine import Engine, Events
 
-from common import metrics as M
-from common.distributed import is_distributed, is_main_process, world_size
-from common.io.atomic import temp_path, write_csv_atomic, write_text_atomic
-from common.transforms.masks import body_mask
-from common.transforms.validation import source_of
+from .. import metrics as M
+from ..distributed import is_distributed, is_main_process, world_size
+from ..io.atomic import temp_path, write_csv_atomic, write_text_atomic
+from ..transforms.masks import body_mask
+from ..transforms.validation import source_of
 
 __all__ = ["GroupedMetricsReport", "compute_item_metrics"]
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
-from common.io.atomic import temp_path
+from ..io.atomic import temp_path
 
 __all__ = ["PanelWriter", "save_panel"]
 

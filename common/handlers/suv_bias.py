@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
-from common.distributed import is_main_process
-from common.io.atomic import write_csv_atomic, write_text_atomic
+from ..distributed import is_main_process
+from ..io.atomic import write_csv_atomic, write_text_atomic
 
 __all__ = ["SUVBiasReport"]
 
@@ -58,8 +58,8 @@ class SUVBiasReport:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._write)
 
     def _masks(self, item: dict) -> dict[str, np.ndarray]:
-        from common.io import load_nifti
-        from common.phantoms.pet import PET_BRAIN_LABELS, PET_TORSO_LABELS
+        from ..io import load_nifti
+        from ..phantoms.pet import PET_BRAIN_LABELS, PET_TORSO_LABELS
 
         masks = {}
         if item.get("lesions"):
@@ -71,7 +71,7 @@ class SUVBiasReport:
         return masks
 
     def _collect(self, engine: Engine) -> None:
-        from common.metrics import suv_bias_in_masks
+        from ..metrics import suv_bias_in_masks
 
         outputs = engine.state.output if isinstance(engine.state.output, list) else [engine.state.output]
         batch = engine.state.batch if isinstance(engine.state.batch, list) else [engine.state.batch]

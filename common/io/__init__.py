@@ -7,13 +7,13 @@ Bad input raises :class:`common.errors.InputDataError` naming the file (and DICO
 
 from __future__ import annotations
 
-from common.io.atomic import ensure_writable_dir
-from common.io.dicom import DicomVolume, lps_to_ras, read_ct_hu, read_dicom_series
-from common.io.dicom_write import write_dicom_series
-from common.io.monai_reader import CTDicomSeriesReader, DicomSeriesReader, LoadVolumed, load_volume
-from common.io.monai_save import AtomicSaveImaged, SaveDicomSeriesd, SaveRestoredd
-from common.io.nifti import NIFTI_SUFFIXES, load_nifti, load_nifti_with_header, nifti_suffix, save_nifti
-from common.io.suv import (
+from .atomic import ensure_writable_dir
+from .dicom import DicomVolume, lps_to_ras, read_ct_hu, read_dicom_series
+from .dicom_write import write_dicom_series
+from .monai_reader import CTDicomSeriesReader, DicomSeriesReader, LoadVolumed, load_volume
+from .monai_save import AtomicSaveImaged, SaveDicomSeriesd, SaveRestoredd
+from .nifti import NIFTI_SUFFIXES, load_nifti, load_nifti_with_header, nifti_suffix, save_nifti
+from .suv import (
     CSV_COLUMNS,
     F18_HALF_LIFE_S,
     load_pet_suv_nifti,

@@ -20,7 +20,7 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
-from common.errors import OutputError
+from ..errors import OutputError
 
 __all__ = ["ensure_writable_dir", "remove_stale_temporaries", "temp_path", "write_csv_atomic", "write_text_atomic"]
 

@@ -24,7 +24,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from common.errors import InputDataError
+from ..errors import InputDataError
 
 __all__ = ["DicomVolume", "lps_to_ras", "read_ct_hu", "read_dicom_series"]
 

@@ -34,8 +34,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
-from common.io.atomic import ensure_writable_dir, remove_stale_temporaries, temp_path
-from common.io.dicom import DicomVolume
+from .atomic import ensure_writable_dir, remove_stale_temporaries, temp_path
+from .dicom import DicomVolume
 
 __all__ = ["quantise", "write_dicom_series"]
 

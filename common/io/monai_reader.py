@@ -24,10 +24,10 @@ from monai.data import ImageReader, MetaTensor, NibabelReader
 from monai.transforms import LoadImage, MapTransform
 from monai.utils import MetaKeys, SpaceKeys, ensure_tuple
 
-from common.errors import InputDataError, UserError
-from common.io.dicom import DicomVolume, read_ct_hu, read_dicom_series
-from common.io.nifti import nifti_suffix
-from common.io.suv import read_pet_suv
+from ..errors import InputDataError, UserError
+from .dicom import DicomVolume, read_ct_hu, read_dicom_series
+from .nifti import nifti_suffix
+from .suv import read_pet_suv
 
 __all__ = ["CTDicomSeriesReader", "DicomSeriesReader", "LoadVolumed", "load_volume"]
 

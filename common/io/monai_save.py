@@ -16,9 +16,9 @@ from typing import Any
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, SaveImaged
 
-from common.errors import InputDataError
-from common.io.atomic import ensure_writable_dir, remove_stale_temporaries, temp_path
-from common.io.nifti import nifti_suffix, save_nifti
+from ..errors import InputDataError
+from .atomic import ensure_writable_dir, remove_stale_temporaries, temp_path
+from .nifti import nifti_suffix, save_nifti
 
 __all__ = ["AtomicSaveImaged", "SaveDicomSeriesd", "SaveRestoredd"]
 
@@ -130,9 +130,9 @@ class SaveDicomSeriesd(MapTransform):
         return None, {}
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        from common.io.dicom import read_ct_hu
-        from common.io.dicom_write import write_dicom_series
-        from common.io.suv import read_pet_suv
+        from .dicom import read_ct_hu
+        from .dicom_write import write_dicom_series
+        from .suv import read_pet_suv
 
         d = dict(data)
         source, meta = self._source(d, self.keys[0])

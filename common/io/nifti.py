@@ -18,8 +18,8 @@ import nibabel as nib
 import numpy as np
 from nibabel.filebasedimages import ImageFileError
 
-from common.errors import InputDataError
-from common.io.atomic import ensure_writable_dir, temp_path
+from ..errors import InputDataError
+from .atomic import ensure_writable_dir, temp_path
 
 __all__ = ["NIFTI_SUFFIXES", "load_nifti", "load_nifti_with_header", "nifti_suffix", "save_nifti"]
 

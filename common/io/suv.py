@@ -36,9 +36,9 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset
 
-from common.errors import InputDataError
-from common.io.dicom import DicomVolume, read_dicom_series
-from common.io.nifti import load_nifti
+from ..errors import InputDataError
+from .dicom import DicomVolume, read_dicom_series
+from .nifti import load_nifti
 
 __all__ = [
     "CSV_COLUMNS",

@@ -15,14 +15,14 @@
 
 from __future__ import annotations
 
-from common.networks.conv_blocks import CONV_KINDS, POOL_KINDS, MixedPool, make_conv, make_pool
-from common.networks.featkpn import FeatKPN
-from common.networks.film import FiLM, FiLMGenerator, film_modulate
-from common.networks.film_unet import FiLMUNet
-from common.networks.nafnet import NAFAutoencoder, NAFDecoder, NAFEncoder, NAFStudent, StudentWithIntermediates
-from common.networks.perception_unet import AnatomyUNet
-from common.networks.pixel_kernels import apply_pixel_kernels, apply_pixel_kernels_unfold, normalize_kernels
-from common.networks.throughplane_sr import ThroughPlaneSRNet, linear_upsample_z, shuffle_z
+from .conv_blocks import CONV_KINDS, POOL_KINDS, MixedPool, make_conv, make_pool
+from .featkpn import FeatKPN
+from .film import FiLM, FiLMGenerator, film_modulate
+from .film_unet import FiLMUNet
+from .nafnet import NAFAutoencoder, NAFDecoder, NAFEncoder, NAFStudent, StudentWithIntermediates
+from .perception_unet import AnatomyUNet
+from .pixel_kernels import apply_pixel_kernels, apply_pixel_kernels_unfold, normalize_kernels
+from .throughplane_sr import ThroughPlaneSRNet, linear_upsample_z, shuffle_z
 
 __all__ = [
     "AnatomyUNet",

@@ -25,8 +25,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from common.networks.args import require_bool
-from common.networks.pixel_kernels import apply_pixel_kernels, normalize_kernels
+from .args import require_bool
+from .pixel_kernels import apply_pixel_kernels, normalize_kernels
 
 __all__ = ["FeatKPN", "KPNEncoder", "KernelHead", "ResBlock", "UpConv"]
 

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from monai.networks.layers.factories import Conv, Norm, Pool
 from torch import nn
 
-from common.networks.conv_blocks import CONV_KINDS, POOL_KINDS, make_conv, make_pool
-from common.networks.film import FiLM, NoFiLM
+from .conv_blocks import CONV_KINDS, POOL_KINDS, make_conv, make_pool
+from .film import FiLM, NoFiLM
 
 __all__ = [
     "ConvUnit",

@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.networks.args import require_bool
-from common.networks.film import film_modulate
-from common.networks.frozen import freeze
+from .args import require_bool
+from .film import film_modulate
+from .frozen import freeze
 
 __all__ = [
     "ConditionedNAFBlock",

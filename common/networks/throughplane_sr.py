@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from monai.networks.nets import UNet
 from torch import nn
 
-from common.networks.args import require_bool
+from .args import require_bool
 
 __all__ = ["ThroughPlaneSRNet", "linear_upsample_z", "shuffle_z"]
 

@@ -13,17 +13,17 @@ anatomy or images), so the data can be redistributed under the project licence.
 
 from __future__ import annotations
 
-from common.phantoms.anatomy import HEAD_LABELS, TORSO_LABELS
-from common.phantoms.ct import CT_BODY_LABELS, CT_HEAD_LABELS, ct_body_phantom, ct_head_phantom
-from common.phantoms.datasets import (
+from .anatomy import HEAD_LABELS, TORSO_LABELS
+from .ct import CT_BODY_LABELS, CT_HEAD_LABELS, ct_body_phantom, ct_head_phantom
+from .datasets import (
     build_ct_dataset,
     build_ct_sr_dataset,
     build_pet_dataset,
     cached_datalist,
     default_data_dir,
 )
-from common.phantoms.pet import PET_BRAIN_LABELS, PET_TORSO_LABELS, pet_brain_phantom, pet_torso_phantom
-from common.phantoms.shapes import Grid
+from .pet import PET_BRAIN_LABELS, PET_TORSO_LABELS, pet_brain_phantom, pet_torso_phantom
+from .shapes import Grid
 
 __all__ = [
     "CT_BODY_LABELS",

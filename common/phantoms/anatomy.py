@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from common.phantoms.shapes import (
+from .shapes import (
     Box,
     Canvas,
     Capsule,

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from common.phantoms.anatomy import (
+from .anatomy import (
     HEAD_LABELS,
     TORSO_LABELS,
     Anatomy,
@@ -33,7 +33,7 @@ from common.phantoms.anatomy import (
     seed_streams,
     torso_anatomy,
 )
-from common.phantoms.shapes import Canvas, Grid, smooth_noise, spread_diameters
+from .shapes import Canvas, Grid, smooth_noise, spread_diameters
 
 CT_HEAD_LABELS = HEAD_LABELS
 CT_BODY_LABELS = TORSO_LABELS

@@ -41,10 +41,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from common.phantoms.anatomy import HEAD_LABELS, TORSO_LABELS
-from common.phantoms.ct import ct_body_phantom, ct_head_phantom
-from common.phantoms.pet import pet_brain_phantom, pet_torso_phantom
-from common.phantoms.shapes import Grid
+from .anatomy import HEAD_LABELS, TORSO_LABELS
+from .ct import ct_body_phantom, ct_head_phantom
+from .pet import pet_brain_phantom, pet_torso_phantom
+from .shapes import Grid
 
 logger = logging.getLogger(__name__)
 
@@ -100,8 +100,8 @@ def _level_tag(value: float) -> str:
 def _code_hash() -> str:
     """Hash of the phantom and physics code (syntax trees without docstrings, so comment, docstring and formatting
     edits keep cached datasets valid while any change of the computation invalidates them)."""
-    import common.phantoms as phantoms_pkg
-    import common.physics as physics_pkg
+    from .. import phantoms as phantoms_pkg
+    from .. import physics as physics_pkg
 
     digest = hashlib.sha256()
     for pkg in (phantoms_pkg, physics_pkg):
@@ -240,7 +240,7 @@ class _Writer:
     """Writes NIfTI files into a private temporary folder (in a small thread pool: gzip releases the GIL)."""
 
     def __init__(self, out_dir: Path) -> None:
-        from common.io import save_nifti  # late import: common.io is optional for phantom-only users
+        from ..io import save_nifti  # late import: common.io is optional for phantom-only users
 
         self._save = save_nifti
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -364,7 +364,7 @@ def _apply_psf(activity: np.ndarray, spacing_mm: Sequence[float], fwhm_mm: float
         return activity
     from scipy.ndimage import gaussian_filter
 
-    from common.physics import fwhm_to_sigma
+    from ..physics import fwhm_to_sigma
 
     sigma = [fwhm_to_sigma(fwhm_mm) / float(s) for s in spacing_mm]
     return gaussian_filter(activity.astype(np.float32), sigma, mode="nearest").astype(np.float32)
@@ -411,7 +411,7 @@ def build_pet_dataset(
         force: regenerate even if a matching cached dataset exists.
         torso_grid / brain_grid: ``(shape, spacing_mm)`` of the phantoms.
     """
-    from common.physics import PETScanner, calibrate_count_scale
+    from ..physics import PETScanner, calibrate_count_scale
 
     sizes = _split_sizes(n_train, n_val, n_test)
     seed = _check_seed(seed)
@@ -461,7 +461,7 @@ def build_pet_dataset(
     }
 
     def fill(writer: _Writer, splits: dict[str, list[dict[str, Any]]]) -> None:
-        from common.physics import simulate_low_count_pet_fast, simulate_low_count_pet_sinogram
+        from ..physics import simulate_low_count_pet_fast, simulate_low_count_pet_sinogram
 
         for i, ((split, _), is_brain) in enumerate(zip(_split_of(sizes), brains, strict=True)):
             anatomy = "brain" if is_brain else "torso"
@@ -541,7 +541,7 @@ def build_ct_dataset(
 
     Note: monai 1.6.1 ``load_decathlon_datalist`` raises ``IndexError`` on an empty ``"test"`` list (``n_test=0``).
     """
-    from common.physics import CTAcquisition
+    from ..physics import CTAcquisition
 
     sizes = _split_sizes(n_train, n_val, n_test)
     seed = _check_seed(seed)
@@ -576,7 +576,7 @@ def build_ct_dataset(
     }
 
     def fill(writer: _Writer, splits: dict[str, list[dict[str, Any]]]) -> None:
-        from common.physics import CTLowDoseSimulator
+        from ..physics import CTLowDoseSimulator
 
         for vol in _ct_volumes(sizes, anatomies, grid_table, seed):
             i, split, vid, anatomy, spacing, phantom, affine = vol[:7]
@@ -645,7 +645,7 @@ def build_ct_sr_dataset(
         offset: thin-slice index of the first thick slice's centre.
         grids: per anatomy thin ``(shape, spacing_mm)``; default :data:`CT_SR_GRIDS` (1.5 mm slices, 48 of them).
     """
-    from common.physics import simulate_thick_slices, thick_slice_affine
+    from ..physics import simulate_thick_slices, thick_slice_affine
 
     sizes = _split_sizes(n_train, n_val, n_test)
     seed = _check_seed(seed)

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from common.phantoms.anatomy import (
+from .anatomy import (
     HEAD_LABELS,
     TORSO_LABELS,
     Anatomy,
@@ -38,7 +38,7 @@ from common.phantoms.anatomy import (
     torso_anatomy,
     torso_diaphragm_z,
 )
-from common.phantoms.shapes import Canvas, Grid, smooth_noise, spread_diameters
+from .shapes import Canvas, Grid, smooth_noise, spread_diameters
 
 PET_TORSO_LABELS = TORSO_LABELS
 PET_BRAIN_LABELS = HEAD_LABELS

@@ -6,7 +6,7 @@ on ``(B, N, N)`` slices and ``(B, A, N)`` sinograms. See each module's docstring
 
 from __future__ import annotations
 
-from common.physics.ct import (
+from .ct import (
     CTAcquisition,
     CTLowDoseSimulator,
     check_dose,
@@ -14,7 +14,7 @@ from common.physics.ct import (
     mu_to_hu,
     simulate_low_dose_ct,
 )
-from common.physics.pet import (
+from .pet import (
     MEASURED_OSEM_REL_NOISE,
     PETScanner,
     calibrate_count_scale,
@@ -25,7 +25,7 @@ from common.physics.pet import (
     simulate_low_count_pet_fast_torch,
     simulate_low_count_pet_sinogram,
 )
-from common.physics.projector import (
+from .projector import (
     FILTERS,
     ParallelBeamProjector,
     backproject,
@@ -37,7 +37,7 @@ from common.physics.projector import (
     system_matrix,
     uniform_angles_deg,
 )
-from common.physics.slices import (
+from .slices import (
     FWHM_PER_SIGMA,
     fwhm_to_sigma,
     interpolate_z,

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from common.errors import InputDataError
-from common.physics.projector import (
+from ..errors import InputDataError
+from .projector import (
     FILTERS,
     ParallelBeamProjector,
     fbp,

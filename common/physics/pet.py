@@ -36,8 +36,8 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from common.errors import InputDataError
-from common.physics.projector import square_canvas_size, system_matrix, uniform_angles_deg
+from ..errors import InputDataError
+from .projector import square_canvas_size, system_matrix, uniform_angles_deg
 
 __all__ = [
     "MEASURED_OSEM_REL_NOISE",

@@ -27,7 +27,7 @@ import math
 import numpy as np
 from scipy import ndimage
 
-from common.errors import InputDataError
+from ..errors import InputDataError
 
 __all__ = [
     "FWHM_PER_SIGMA",

@@ -2,15 +2,15 @@
 pseudo-labels, on-the-fly low-dose augmentation (fresh PET counts, fresh CT noise per patch), body masks and
 through-plane (thick/thin slice) pairs."""
 
-from common.transforms.augment import RandPETCountReductiond
-from common.transforms.chain import chain
-from common.transforms.ct_noise import CTSimulatord, RandCTLowDosePatchesd
-from common.transforms.dose import EncodeDosed, encode_dose
-from common.transforms.intensity import hu_window, suv_scale
-from common.transforms.labels import HU_BAND_CLASSES, HU_BAND_EDGES, HUBandLabeld, hu_band_labels
-from common.transforms.loading import LoadCheckedd
-from common.transforms.masks import BodyMaskd, body_mask
-from common.transforms.throughplane import (
+from .augment import RandPETCountReductiond
+from .chain import chain
+from .ct_noise import CTSimulatord, RandCTLowDosePatchesd
+from .dose import EncodeDosed, encode_dose
+from .intensity import hu_window, suv_scale
+from .labels import HU_BAND_CLASSES, HU_BAND_EDGES, HUBandLabeld, hu_band_labels
+from .loading import LoadCheckedd
+from .masks import BodyMaskd, body_mask
+from .throughplane import (
     CheckFactord,
     InPlaneAsZd,
     InterpolateZd,
@@ -19,7 +19,7 @@ from common.transforms.throughplane import (
     ZEdgeWeightd,
     thick_margin,
 )
-from common.transforms.validation import CheckPaird, ValidateImaged, source_of
+from .validation import CheckPaird, ValidateImaged, source_of
 
 __all__ = [
     "BodyMaskd",

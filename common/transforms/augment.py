@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from monai.transforms import MapTransform, RandomizableTransform
 
-from common.physics import simulate_low_count_pet_fast_torch
+from ..physics import simulate_low_count_pet_fast_torch
 
 __all__ = ["RandPETCountReductiond"]
 

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from monai.transforms import MapTransform, Randomizable
 
-from common.errors import InputDataError
-from common.io.nifti import load_nifti
-from common.physics.ct import CTAcquisition, CTLowDoseSimulator, check_dose
+from ..errors import InputDataError
+from ..io.nifti import load_nifti
+from ..physics.ct import CTAcquisition, CTLowDoseSimulator, check_dose
 
 __all__ = ["CTSimulatord", "RandCTLowDosePatchesd"]
 

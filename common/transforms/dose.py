@@ -15,9 +15,9 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
-from common.errors import InputDataError
-from common.networks.film import DRF_LOG_SCALE
-from common.transforms.validation import source_of
+from ..errors import InputDataError
+from ..networks.film import DRF_LOG_SCALE
+from .validation import source_of
 
 __all__ = ["EncodeDosed", "encode_dose", "parse_dose"]
 

@@ -9,8 +9,8 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import Compose, EnsureChannelFirstd, EnsureTyped, MapTransform
 
-from common.io.monai_reader import LoadVolumed
-from common.transforms.validation import CheckPaird, ValidateImaged
+from ..io.monai_reader import LoadVolumed
+from .validation import CheckPaird, ValidateImaged
 
 __all__ = ["LoadCheckedd"]
 

@@ -19,15 +19,15 @@ from monai.transforms import MapTransform, RandomizableTransform, SpatialCrop
 from monai.utils import convert_to_dst_type
 from scipy import ndimage
 
-from common.errors import InputDataError
-from common.physics.slices import (
+from ..errors import InputDataError
+from ..physics.slices import (
     fwhm_to_sigma,
     interpolate_z,
     simulate_thick_slices,
     thick_slice_affine,
     thin_slice_affine,
 )
-from common.transforms.validation import source_of
+from .validation import source_of
 
 __all__ = [
     "ZEdgeWeightd",

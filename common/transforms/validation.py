@@ -14,7 +14,7 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
-from common.errors import InputDataError
+from ..errors import InputDataError
 
 __all__ = ["CheckPaird", "ValidateImaged", "source_of", "validate_image"]
 

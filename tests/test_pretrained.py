@@ -1,0 +1,80 @@
+"""The weights shipped in the bundles (``pretrained/model.pt``, listed in ``large_files.yml``): every bundle has them,
+their sha256 verifies with MONAI's own ``download_large_files``, they load strictly into the inference network,
+sizes stay within the clone budget, and inference picks them only when no trained weights are there."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import BUNDLES
+from monai.bundle import download_large_files
+
+from common.bundle_utils import PRETRAINED_WEIGHTS, resolve_weights
+from restorezoo.export import _inference_network
+from restorezoo.pretrained import MAX_FILE_BYTES, MAX_TOTAL_BYTES, sha256, ship_weights, shipped_weights
+
+IDS = [b.name for b in BUNDLES]
+
+
+@pytest.mark.parametrize("bundle", BUNDLES, ids=IDS)
+def test_every_bundle_ships_verified_weights_that_fit_its_network(bundle):
+    listed = shipped_weights(bundle)
+    assert [w.path for w in listed] == [bundle / PRETRAINED_WEIGHTS], "large_files.yml must list pretrained/model.pt"
+    download_large_files(bundle_path=str(bundle))  # raises when the present file's sha256 differs; downloads nothing
+    assert sha256(listed[0].path) == listed[0].sha256
+    assert 0 < listed[0].size <= MAX_FILE_BYTES
+    _inference_network(bundle, bundle / PRETRAINED_WEIGHTS)  # strict load: every key and shape
+
+
+def test_shipped_weights_fit_the_clone_budget():
+    sizes = {b.name: sum(w.size for w in shipped_weights(b)) for b in BUNDLES}
+    assert sum(sizes.values()) <= MAX_TOTAL_BYTES, sizes
+
+
+def test_a_changed_file_fails_verification(tmp_path):
+    bundle = next(b for b in BUNDLES if b.name == "ct_lowdose_featkpn")
+    (tmp_path / "pretrained").mkdir()
+    (tmp_path / PRETRAINED_WEIGHTS).write_bytes((bundle / PRETRAINED_WEIGHTS).read_bytes()[:-1] + b"x")
+    (tmp_path / "large_files.yml").write_text((bundle / "large_files.yml").read_text())
+    with pytest.raises(Exception, match="hash check of existing file failed"):
+        download_large_files(bundle_path=str(tmp_path))
+
+
+def test_ship_writes_half_precision_that_loads_into_the_fp32_network(tmp_path):
+    bundle = next(b for b in BUNDLES if b.name == "ct_lowdose_featkpn")
+    copy = tmp_path / bundle.name
+    (copy / "configs").mkdir(parents=True)
+    for f in (bundle / "configs").iterdir():
+        (copy / "configs" / f.name).write_text(f.read_text())
+    res = ship_weights(copy, bundle / PRETRAINED_WEIGHTS, half=True)
+    assert res.dtype == "float16" and res.size < 0.6 * (bundle / PRETRAINED_WEIGHTS).stat().st_size
+    listing = yaml.safe_load((copy / "large_files.yml").read_text())["large_files"]
+    assert listing == [{"path": PRETRAINED_WEIGHTS, "url": "", "hash_val": res.sha256, "hash_type": "sha256"}]
+    net, _ = _inference_network(copy, res.path)
+    full, _ = _inference_network(copy, bundle / PRETRAINED_WEIGHTS)
+    for (k, a), b in zip(net.state_dict().items(), full.state_dict().values(), strict=True):
+        assert a.dtype == b.dtype, k  # cast back to the network's dtype on load
+        torch.testing.assert_close(a, b, atol=1e-2, rtol=1e-3)
+    with pytest.raises(RuntimeError, match="do not fit the configured network"):
+        ship_weights(copy, _tiny_state(tmp_path))
+
+
+def _tiny_state(tmp_path: Path) -> Path:
+    path = tmp_path / "wrong.pt"
+    torch.save({"not_a_layer.weight": torch.zeros(1)}, path)
+    return path
+
+
+def test_inference_prefers_trained_weights_and_never_replaces_a_chosen_folder(tmp_path):
+    root = tmp_path / "bundle"
+    (root / "pretrained").mkdir(parents=True)
+    (root / PRETRAINED_WEIGHTS).write_bytes(b"shipped")
+    assert resolve_weights(root / "models", root) == str(root / PRETRAINED_WEIGHTS)  # fresh clone
+    (root / "models").mkdir()
+    (root / "models" / "model.pt").write_bytes(b"trained")
+    assert resolve_weights(root / "models", root) == str(root / "models" / "model.pt")  # after a training
+    chosen = tmp_path / "elsewhere"
+    assert resolve_weights(chosen, root) == str(chosen / "model.pt")  # --ckpt_dir: refused later if missing
