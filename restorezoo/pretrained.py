@@ -2,10 +2,11 @@
 
 The file is the state dict of the bundle's inference network (the ``network_def`` of ``configs/inference.yaml``),
 checked to load strictly before it is written; floating-point tensors may be stored in half precision to keep clones
-light (they are cast back to the network's dtype when loaded: ``torch.nn.Module.load_state_dict`` copies values into
-the existing fp32 parameters). ``large_files.yml`` follows the model-zoo convention (``path``, ``url``, ``hash_val``,
-``hash_type``) so ``python -m monai.bundle download_large_files --bundle_path <bundle>`` verifies the file; ``url`` is
-empty because the file is part of the repository, not a download.
+light, except those with values beyond float16's range (they are cast back to the network's dtype when loaded:
+``torch.nn.Module.load_state_dict`` copies values into the existing fp32 parameters). ``large_files.yml`` follows the
+model-zoo convention (``path``, ``url``, ``hash_val``, ``hash_type``) so ``python -m monai.bundle
+download_large_files --bundle_path <bundle>`` verifies the file; ``url`` is empty because the file is part of the
+repository, not a download.
 
 Inference finds the file through :func:`common.bundle_utils.resolve_weights` when the bundle has no trained
 ``models/model.pt``; trainings write to ``models/`` (or their ``--ckpt_dir``) and never to ``pretrained/``.
@@ -56,22 +57,33 @@ def _storage_dtype(state: dict[str, torch.Tensor]) -> str:
     return "+".join(sorted(dtypes))
 
 
+def _half(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` in float16 when it is floating point and every value stays finite there; else unchanged (a tensor
+    holding values beyond float16's +-65504, such as a constant channel of 1e5, keeps its precision)."""
+    if not tensor.is_floating_point():
+        return tensor
+    half = tensor.half()
+    return half if bool(torch.isfinite(half).all()) else tensor
+
+
 def ship_weights(bundle_dir: str | os.PathLike, ckpt: str | os.PathLike, half: bool = False) -> ShippedWeights:
     """Write the weights ``ckpt`` (a ``model.pt`` or checkpoint the bundle's training wrote) as the bundle's shipped
     ``pretrained/model.pt`` and record its sha256 in ``large_files.yml``. The state dict is the inference network's
     after a strict load (a checkpoint that does not fit is refused); ``half``: floating-point tensors stored as
-    float16. Raises ``ValueError`` when the file would exceed :data:`MAX_FILE_BYTES`. Written atomically."""
+    float16 (those whose values do not fit float16 stay as they are). Raises ``ValueError`` when the file would
+    exceed :data:`MAX_FILE_BYTES`. Written atomically."""
     from restorezoo.export import _inference_network
 
     bundle = Path(bundle_dir).expanduser().resolve()
     net, _ = _inference_network(bundle, Path(ckpt).expanduser())
-    state = {k: (v.half() if half and v.is_floating_point() else v).contiguous() for k, v in net.state_dict().items()}
+    state = {k: (_half(v) if half else v).contiguous() for k, v in net.state_dict().items()}
     target = bundle / PRETRAINED_WEIGHTS
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".model.pt.tmp", dir=target.parent)
     os.close(fd)
     try:
         torch.save(state, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600: a shipped file is read by everyone
         size = os.path.getsize(tmp)
         if size > MAX_FILE_BYTES:
             raise ValueError(f"{ckpt}: {size / 2**20:.1f} MiB > {MAX_FILE_BYTES / 2**20:.0f} MiB (try half=True)")

@@ -356,3 +356,18 @@ def test_pet_suv_from_nifti_and_csv(tmp_path: Path) -> None:
     with pytest.raises(InputDataError, match="subj99") as info:
         load_pet_suv_nifti(nifti, table, subject_id="subj99")
     assert str(table) in str(info.value)
+
+
+def test_save_restored_refuses_a_non_finite_output(tmp_path):
+    """A network output with NaN / Inf (broken weights) is refused in one line naming the input; nothing is written."""
+    import torch
+    from monai.data import MetaTensor
+
+    from common.errors import OutputError
+    from common.io import SaveRestoredd
+
+    pred = MetaTensor(torch.zeros(1, 4, 4, 4), meta={"filename_or_obj": str(tmp_path / "scan.nii.gz")})
+    pred[0, 1, 1, 1] = float("nan")
+    with pytest.raises(OutputError, match=r"scan\.nii\.gz: the restored 'pred' holds NaN or Inf values"):
+        SaveRestoredd("pred", output_dir=tmp_path / "out", output_postfix="denoised")({"pred": pred})
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

@@ -78,3 +78,33 @@ def test_inference_prefers_trained_weights_and_never_replaces_a_chosen_folder(tm
     assert resolve_weights(root / "models", root) == str(root / "models" / "model.pt")  # after a training
     chosen = tmp_path / "elsewhere"
     assert resolve_weights(chosen, root) == str(chosen / "model.pt")  # --ckpt_dir: refused later if missing
+
+
+@pytest.mark.parametrize("bundle", BUNDLES, ids=IDS)
+def test_trainings_never_write_the_shipped_weights(bundle):
+    """Every training config of a bundle (and its overlays) writes its checkpoints outside ``pretrained/``."""
+    from monai.bundle import ConfigParser
+
+    from common.configs import load_config_files
+
+    configs = bundle / "configs"
+    for files in (
+        [configs / "train.yaml"],
+        *([configs / "train.yaml", f] for f in sorted(configs.glob("train_*.yaml")) if f.name != "train_teacher.yaml"),
+        *([f] for f in configs.glob("train_teacher.yaml")),
+    ):
+        parser = ConfigParser()
+        parser.read_config(load_config_files(files))
+        parser["bundle_root"] = str(bundle)
+        ckpt_dir = Path(parser.get_parsed_content("ckpt_dir")).resolve()
+        assert ckpt_dir != (bundle / "pretrained").resolve() and not ckpt_dir.is_relative_to(bundle / "pretrained")
+
+
+def test_half_storage_keeps_tensors_beyond_float16_range():
+    from restorezoo.pretrained import _half
+
+    big = torch.tensor([1.0e-3, 1.0e5])  # e.g. the distillation decoder's constant 1e5 channel
+    assert _half(big).dtype == torch.float32 and torch.equal(_half(big), big)
+    small = torch.tensor([1.0e-3, 6.0e4])
+    assert _half(small).dtype == torch.float16
+    assert _half(torch.arange(3)).dtype == torch.int64

@@ -13,10 +13,11 @@ from collections.abc import Hashable, Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, SaveImaged
 
-from ..errors import InputDataError
+from ..errors import InputDataError, OutputError
 from .atomic import ensure_writable_dir, remove_stale_temporaries, temp_path
 from .nifti import nifti_suffix, save_nifti
 
@@ -187,4 +188,10 @@ class SaveRestoredd(MapTransform):
         self.dicom = SaveDicomSeriesd(keys, output_dir=output_dir, output_postfix=output_postfix)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        for key in self.key_iterator(dict(data)):
+            value = data[key]
+            if not bool(torch.isfinite(torch.as_tensor(value)).all()):
+                source = getattr(value, "meta", {}).get("filename_or_obj", key)
+                problem = f"the restored '{key}' holds NaN or Inf values: nothing written (broken or unfit weights?)"
+                raise OutputError(source, problem)
         return self.dicom(self.nifti(data))
