@@ -35,6 +35,7 @@ __all__ = ["DEFAULT_BUNDLES", "DenoiseResult", "bundle_options", "choose_bundle"
 DEFAULT_BUNDLES = {"CT": "ct_lowdose_featkpn", "PT": "pet_lowdose_film_unet", "SR": "ct_throughplane_sr"}
 REQUEST_OPTIONS = ("drf", "dose", "factor")  # the per-scan options a bundle's inference config may take
 _AIR_HU = -200.0  # a CT volume in HU holds air; a PET volume in SUV is never below this
+_SUV_MAX = 500.0  # above it a PET volume is not in SUV (the PET bundles refuse it too)
 
 
 @dataclass
@@ -56,7 +57,7 @@ def bundle_options(bundle_dir: Path) -> dict[str, Any]:
 
 def _modality(path: Path) -> str:
     """``"CT"`` or ``"PT"`` for an input: the DICOM Modality tag of a series folder; for NIfTI, CT when the volume
-    holds air (below -200 HU), else PET."""
+    holds air (below -200 HU), PET when its values stay in the SUV range (<= 500); anything else is refused."""
     from common.io import load_volume
 
     if path.is_dir():
@@ -67,7 +68,16 @@ def _modality(path: Path) -> str:
             raise InputDataError(path, f"DICOM Modality {modality!r}: restorezoo denoise restores CT or PT series")
         return modality
     volume = load_volume(path)
-    return "CT" if float(volume.min()) < _AIR_HU else "PT"
+    low, high = float(volume.min()), float(volume.max())
+    if low < _AIR_HU:
+        return "CT"
+    if high <= _SUV_MAX:
+        return "PT"
+    raise InputDataError(
+        path,
+        f"cannot tell CT from PET: no voxel below {_AIR_HU:.0f} (a CT stored without its rescale intercept?) and a "
+        f"maximum of {high:.4g} (a PET in Bq/mL rather than SUV?); convert it, or pass --bundle",
+    )
 
 
 def choose_bundle(path: Path, bundle: str | None, factor: int | None) -> str:

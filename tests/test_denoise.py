@@ -81,6 +81,17 @@ def test_refusals_write_nothing(ct_pair, tmp_path, capsys, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_an_unrecognisable_nifti_is_refused(tmp_path, capsys, monkeypatch):
+    """No air below -200 HU and values far above the SUV range: a CT without its rescale intercept or a PET in
+    Bq/mL; the command does not guess."""
+    monkeypatch.chdir(tmp_path)
+    stored = np.random.default_rng(0).integers(0, 3000, size=(32, 32, 8)).astype(np.float32)
+    nib.save(nib.Nifti1Image(stored, np.eye(4)), tmp_path / "raw.nii.gz")
+    code, text = run_cli(["denoise", str(tmp_path / "raw.nii.gz")], capsys)
+    assert code == 1 and "cannot tell CT from PET" in text and "pass --bundle" in text, text
+    assert [p.name for p in tmp_path.iterdir()] == ["raw.nii.gz"]
+
+
 def test_pet_dicom_series_in_derived_series_out(tmp_path, capsys):
     rng = np.random.default_rng(1)
     stored = (rng.gamma(2.0, 2000.0, size=(16, 24, 28))).astype(np.int16)
