@@ -43,14 +43,20 @@ def locate_bundle_root(folder_name: str) -> str:
 
     So that ``python -m monai.bundle run training --config_file <...>/configs/train.yaml`` works from the repository
     root, from inside the bundle folder, or from an exported copy, without ``--bundle_root``. Order: the current
-    directory if it is that bundle (or any bundle whose folder has that name), ``./bundles/<name>``, then the
-    repository this package was installed from (editable installs). ``--bundle_root`` always overrides this.
+    directory if it is a bundle folder of that name, the export this library is vendored in, the current directory
+    if it is any bundle, ``./bundles/<name>``, then the repository this package was installed from (editable
+    installs). ``--bundle_root`` always overrides this.
     """
-    vendored = Path(__file__).resolve().parent.parent  # an exported bundle: <bundle>/common/bundle_utils.py
+    cwd = Path.cwd()
+    here = (cwd / "configs" / "metadata.json").is_file() and _bundle_name(cwd) is not None
+    if here and cwd.name == folder_name:  # run from the bundle's own folder (e.g. an export): that bundle
+        return str(cwd)
+    # an exported bundle's vendored library: <bundle>/<library>/bundle_utils.py. Second, not first: exports of one
+    # library version share one module in a process, whose file lies in whichever export was imported first
+    vendored = Path(__file__).resolve().parent.parent
     if (vendored / "configs" / "metadata.json").is_file() and _bundle_name(vendored) is not None:
         return str(vendored)
-    cwd = Path.cwd()
-    if (cwd / "configs" / "metadata.json").is_file() and _bundle_name(cwd) is not None:
+    if here:
         return str(cwd)
     for c in (cwd / "bundles" / folder_name, Path(__file__).resolve().parent.parent / "bundles" / folder_name):
         if (c / "configs" / "metadata.json").is_file():

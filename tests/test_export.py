@@ -8,6 +8,7 @@ trivially zero-initialised and a weight that fails to load would change the outp
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata as md
 import json
 import re
@@ -20,6 +21,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+import yaml
 from conftest import BUNDLES, ROOT
 from monai.bundle import ConfigParser
 
@@ -109,7 +111,12 @@ def test_export_runs_isolated_with_declared_packages_only(exported):
     report = work / "isolated_report.json"
     # tiny windows / steps / data; its library references name the export's vendored library, as a user's would
     overlay = work / "runtime_export.yaml"
-    overlay.write_text(rename_library((work / "runtime.yaml").read_text(), vendored_library_name(ROOT / "common")))
+    parser = ConfigParser()  # the shared pieces it names written out: the export holds no common/configs
+    parser.read_config(str(work / "runtime.yaml"))
+    with contextlib.chdir(ROOT):
+        parser.resolve_macro_and_relative_ids()
+    text = yaml.safe_dump(parser.get())
+    overlay.write_text(rename_library(text, vendored_library_name(ROOT / "common")))
     proc = subprocess.run(
         [
             sys.executable,
