@@ -97,13 +97,20 @@ def _same_path(a: Path, b: Path) -> bool:
     return os.path.normpath(os.path.abspath(a)) == os.path.normpath(os.path.abspath(b))
 
 
+def _state_dict(path: str | os.PathLike, device: torch.device | str) -> dict[str, torch.Tensor]:
+    """The state dict in a ``model.pt`` the bundles write: a plain state dict, or a checkpoint holding it under
+    ``"model"``."""
+    state = torch.load(path, map_location=device, weights_only=True)
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    return state
+
+
 def check_weights_fit(network: torch.nn.Module, path: str | os.PathLike) -> str:
     """Refuse, in one line naming ``path``, weights whose keys or tensor shapes differ from ``network``'s (weights
     trained with other settings, e.g. another SR ``factor`` or network width), before MONAI's checkpoint loader would
     fail with a long ``load_state_dict`` traceback. Returns ``path``."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]
+    state = _state_dict(path, "cpu")
     own = network.state_dict()
     missing, unexpected = sorted(own.keys() - state.keys()), sorted(state.keys() - own.keys())
     shapes = [k for k in own.keys() & state.keys() if tuple(own[k].shape) != tuple(state[k].shape)]
@@ -125,10 +132,7 @@ def load_weights(network: torch.nn.Module, path: str | os.PathLike, what: str = 
     under ``"model"``) into ``network`` on its current device; returns ``network``. A missing file or mismatching
     keys/shapes raise an error naming ``path``."""
     require_file(path, what)
-    device = next(network.parameters()).device
-    state = torch.load(path, map_location=device, weights_only=True)
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]
+    state = _state_dict(path, next(network.parameters()).device)
     try:
         network.load_state_dict(state)
     except RuntimeError as err:
