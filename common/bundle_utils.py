@@ -197,6 +197,24 @@ def run_config_if_missing(
     return True
 
 
+def prerequisite_weights(
+    ckpt_dir: str | os.PathLike,
+    bundle_root: str | os.PathLike,
+    config_file: str | Sequence[str],
+    isolated: bool = False,
+    **overrides: Any,
+) -> str:
+    """The weights of another bundle this one builds on (e.g. a frozen estimator): :func:`resolve_weights` of its
+    ``ckpt_dir`` / ``bundle_root``; when that file does not exist, its training ``config_file`` runs first
+    (:func:`run_config_if_missing` with ``ckpt_dir``; on rank 0 only under torch.distributed, the other ranks wait).
+    Returns the weights path."""
+    from .distributed import main_process_first
+
+    path = resolve_weights(ckpt_dir, bundle_root)
+    main_process_first(run_config_if_missing, path, config_file, isolated=isolated, ckpt_dir=str(ckpt_dir), **overrides)
+    return path
+
+
 if __name__ == "__main__":  # the child process of run_config_if_missing(isolated=True)
     import pickle
     import sys

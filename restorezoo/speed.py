@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import resource
 import subprocess
 import sys
@@ -93,7 +94,9 @@ def measure(
             if isinstance(inferer, ConditionedInferer):  # dose-conditioned: the vector rides in the image meta data
                 from monai.data import MetaTensor
 
-                cond = next(iter(extra_forward_args(meta).values()))[0]
+                doses = [v for k, v in extra_forward_args(meta).items() if v.dtype.is_floating_point]
+                # a network without a dose input of its own (the DDPM: its estimator takes it) gets DRF 20
+                cond = doses[0][0] if doses else torch.tensor([math.log(20.0) / 10])
                 x = MetaTensor(x, meta={inferer.meta_key: cond})
     else:
         net = UNet(3, 1, 1, (16, 32, 64, 128), (2, 2, 2))

@@ -9,6 +9,8 @@
 - :mod:`common.networks.throughplane_sr` — :class:`ThroughPlaneSRNet` (bundle ``ct_throughplane_sr``).
 - :mod:`common.networks.perception_unet` — :class:`AnatomyUNet`, the frozen HU-band segmenter behind Feat-KPN's
   anatomical perception loss.
+- :mod:`common.networks.refiner` — :class:`RefinerUNet` (norm-free diffusion U-Net on a folded grid) and
+  :class:`EstimateRefiner` (frozen estimator + refiner, bundle ``pet_lowdose_ddpm3d``).
 - :mod:`common.networks.nafnet` — NAFNet teacher autoencoder and dose-conditioned student (bundle
   ``ct_lowdose_anatomy_distill``).
 """
@@ -22,9 +24,13 @@ from .film_unet import FiLMUNet
 from .nafnet import NAFAutoencoder, NAFDecoder, NAFEncoder, NAFStudent, StudentWithIntermediates
 from .perception_unet import AnatomyUNet
 from .pixel_kernels import apply_pixel_kernels, apply_pixel_kernels_unfold, normalize_kernels
+from .refiner import EstimateRefiner, RefinerUNet, TimeResBlock
 from .throughplane_sr import ThroughPlaneSRNet, linear_upsample_z, shuffle_z
 
 __all__ = [
+    "EstimateRefiner",
+    "RefinerUNet",
+    "TimeResBlock",
     "AnatomyUNet",
     "NAFAutoencoder",
     "NAFDecoder",
