@@ -30,7 +30,11 @@ from common.transforms import LoadCheckedd
 
 PET_BUNDLES = ("pet_lowdose_film_unet", "pet_lowdose_ddpm3d")
 CT_BUNDLES = ("ct_lowdose_featkpn", "ct_lowdose_anatomy_distill", "ct_throughplane_sr")
-BUNDLE_ARGS = {"pet_lowdose_film_unet": {"drf": 20}, "ct_lowdose_anatomy_distill": {"dose": 0.25}}
+BUNDLE_ARGS = {
+    "pet_lowdose_film_unet": {"drf": 20},
+    "pet_lowdose_ddpm3d": {"drf": 20},
+    "ct_lowdose_anatomy_distill": {"dose": 0.25},
+}
 CLI = {"pet": ("simulate-pet", "--drf", "20"), "ct": ("simulate-ct", "--dose", "0.25", "--n_views", "32")}
 AFFINE = np.diag([2.0, 2.0, 2.5, 1.0])
 READ_ONLY_DIR = "/proc/restorezoo-out"  # cannot be created or written, even by root

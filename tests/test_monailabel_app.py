@@ -96,7 +96,7 @@ def test_restoration_spec_reads_the_options_each_bundle_takes(app):
         "pet_lowdose_film_unet": {"drf": None},
         "ct_lowdose_anatomy_distill": {"dose": None},
         "ct_throughplane_sr": {"factor": 4},
-        "pet_lowdose_ddpm3d": {},
+        "pet_lowdose_ddpm3d": {"drf": None},
     }
     assert [k for k, s in specs.items() if s.changes_grid] == ["ct_throughplane_sr"]
     assert "drf (dose reduction factor" in specs["pet_lowdose_film_unet"].description

@@ -2,11 +2,12 @@
 run the bundle's inference config on it and compare the lesion's SUVmax.
 
     python bundles/pet_lowdose_ddpm3d/scripts/hot_lesion_check.py --datalist DATALIST.json --volume torso_015 \
-        [--drf 20] [--suv 40] [--diameter_mm 16] [--ckpt_path models/model.pt] [--out /tmp/hot_lesion] [--seed 0]
+        [--drf 20] [--suv 40] [--diameter_mm 16] [--ckpt_path P] [--out /tmp/hot_lesion] [--seed 0]
 
 The sphere is centred in the volume's liver (partial-volume edges from a Gaussian of the dataset's resolution), the
 low dose comes from the same calibrated count-reduction model and count scale as the datalist item at that DRF, and
-inference is ``configs/inference.yaml`` as users run it (default samples, steps and temperature). Prints SUVmax in the
+inference is ``configs/inference.yaml`` as users run it (default samples and steps; the trained weights, else the
+shipped ones, unless ``--ckpt_path``). Prints SUVmax in the
 lesion of the reference, the low-dose input and the output, and their biases.
 """
 
@@ -43,7 +44,7 @@ def main() -> None:
     parser.add_argument("--drf", type=float, default=20.0)
     parser.add_argument("--suv", type=float, default=40.0)
     parser.add_argument("--diameter_mm", type=float, default=16.0)
-    parser.add_argument("--ckpt_path", default=str(BUNDLE / "models" / "model.pt"))
+    parser.add_argument("--ckpt_path", default=None, help="weights (default: the inference config's choice)")
     parser.add_argument("--out", default="/tmp/hot_lesion")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -69,7 +70,8 @@ def main() -> None:
         workflow_type=None,
         input_file=str(low_path),
         output_dir=str(out),
-        ckpt_path=args.ckpt_path,
+        drf=args.drf,
+        **({"ckpt_path": args.ckpt_path} if args.ckpt_path else {}),
     )
     workflow.initialize()
     workflow.run()
