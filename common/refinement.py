@@ -229,11 +229,8 @@ class RefinementSamplingInferer(Inferer):
         if std_smoothing < 0:
             raise ValueError(f"std_smoothing must be >= 0, got {std_smoothing}")
         self.alphas_cumprod = DDPMScheduler(num_train_timesteps, schedule=schedule, **schedule_args).alphas_cumprod
-        start = num_train_timesteps - 1 if start_timestep is None else int(start_timestep)
-        if not 0 <= start < num_train_timesteps:
-            raise ValueError(f"start_timestep must be in [0, {num_train_timesteps - 1}], got {start_timestep}")
-        self.pairs = ddim_timestep_pairs(num_train_timesteps, num_steps, start=start)
-        self.start = start
+        self.pairs = ddim_timestep_pairs(num_train_timesteps, num_steps, start=start_timestep)  # checks the start
+        self.start = self.pairs[0][0]
         self.prediction_type, self.scale, self.floor = prediction_type, float(residual_scale), float(floor)
         self.num_samples, self.seed, self.eta = int(num_samples), int(seed), float(eta)
         self.sample_batch = self.num_samples if sample_batch is None else max(1, int(sample_batch))
@@ -311,13 +308,11 @@ class RefinementSamplingInferer(Inferer):
         for b in range(low.shape[0]):
             cond = refinement_condition(low[b : b + 1], estimate[b : b + 1], drf[b : b + 1], self.scale, self.floor)
             samples, firsts = self.sample_residuals(model.refiner, cond)
-            stack = torch.stack(samples)
-            r_mean = stack.mean(0) if self.mean == "samples" else torch.stack(firsts).mean(0)
+            r_mean = torch.stack(samples if self.mean == "samples" else firsts).mean(0)
             e, d = estimate[b : b + 1], drf[b : b + 1]
-            image = from_residual(r_mean, e, d, self.scale, self.floor)
-            # the std of the image samples, e + r m / k: the residuals' spread times m / k
-            spread = [s * noise_scale_map(e, d, self.floor) / self.scale for s in samples]
-            std = self._std(spread) * self.calibration(float(d))
+            unit = noise_scale_map(e, d, self.floor) / self.scale  # image = e + r unit (from_residual)
+            image = e + r_mean * unit
+            std = self._std([s * unit for s in samples]) * self.calibration(float(d))
             outs.append(torch.cat([image, std, e], dim=1))
         out = torch.cat(outs)
         return convert_to_dst_type(out, inputs)[0] if isinstance(inputs, MetaTensor) else out

@@ -92,11 +92,9 @@ def choose_bundle(path: Path, bundle: str | None, factor: int | None) -> str:
 def _default_output(path: Path, postfix: str) -> Path:
     if path.is_dir():
         return Path.cwd() / f"{path.name}_{postfix}"
-    name = path.name
-    for suffix in (".nii.gz", ".nii"):
-        if name.endswith(suffix):
-            return Path.cwd() / f"{name[: -len(suffix)]}_{postfix}.nii.gz"
-    return Path.cwd() / f"{path.stem}_{postfix}.nii.gz"
+    from common.io import restored_nifti_path
+
+    return restored_nifti_path(Path.cwd(), path, postfix)
 
 
 def _postfix(bundle_dir: Path) -> str:

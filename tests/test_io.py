@@ -371,3 +371,18 @@ def test_save_restored_refuses_a_non_finite_output(tmp_path):
     with pytest.raises(OutputError, match=r"scan\.nii\.gz: the restored 'pred' holds NaN or Inf values"):
         SaveRestoredd("pred", output_dir=tmp_path / "out", output_postfix="denoised")({"pred": pred})
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_restored_nifti_path_names_outputs_as_the_savers_do(tmp_path):
+    """The path scripts and `restorezoo denoise` expect equals the file SaveRestoredd writes."""
+    import torch
+    from monai.data import MetaTensor
+
+    from common.io import SaveRestoredd, restored_nifti_path
+
+    src = tmp_path / "scan_drf20.nii.gz"
+    img = MetaTensor(torch.zeros(1, 4, 4, 4), affine=torch.eye(4), meta={"filename_or_obj": str(src)})
+    SaveRestoredd("pred", output_dir=tmp_path / "out", output_postfix="ddpm")({"pred": img})
+    assert restored_nifti_path(tmp_path / "out", src, "ddpm").is_file()
+    assert restored_nifti_path("o", "a/scan.nii", "x") == Path("o") / "scan_x.nii.gz"
+    assert restored_nifti_path("o", "a/scan.mha", "x") == Path("o") / "scan_x.nii.gz"

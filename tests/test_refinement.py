@@ -385,3 +385,23 @@ def test_prerequisite_weights_trains_the_estimator_bundle_only_when_it_has_no_we
     assert runs == [("train.yaml", "training", {"ckpt_dir": str(root / "models")})]
     assert bu.prerequisite_weights(root / "models", root, "train.yaml") == str(root / "models" / "model.pt")
     assert len(runs) == 1  # trained once: found the second time
+
+
+def test_suv_fidelity_script_measures_lesion_liver_and_hot_voxel_bias():
+    import numpy as np
+    from conftest import ROOT, load_script
+
+    mod = load_script(ROOT / "bundles" / "pet_lowdose_ddpm3d" / "scripts" / "suv_fidelity.py")
+    ref = np.ones((8, 8, 8), np.float32)
+    ref[1:3, 1:3, 1:3], ref[5:7, 5:7, 5:7] = 40.0, 4.0
+    lesions = np.zeros_like(ref, dtype=np.int16)
+    lesions[1:3, 1:3, 1:3], lesions[5:7, 5:7, 5:7] = 1, 2
+    liver = np.zeros_like(ref, dtype=bool)
+    liver[0, 5:, :] = True
+    clipped = np.minimum(ref, 16.0)  # the former normalisation
+    f = mod.item_figures(low=ref * 1.1, out=clipped, ref=ref, lesions=lesions, liver=liver, hot=16.0)
+    np.testing.assert_allclose(f["lesion_suvmax_input"], [10.0, 10.0], rtol=1e-5)
+    np.testing.assert_allclose(f["lesion_suvmax_output"], [-60.0, 0.0], atol=1e-4)
+    np.testing.assert_allclose(f["liver_suvmean_output"], [0.0], atol=1e-6)
+    np.testing.assert_allclose(f["hot_mean_output"], [-60.0], atol=1e-4)
+    assert f["hot_max_output"] == [16.0] and f["hot_max_reference"] == [40.0]

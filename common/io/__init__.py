@@ -11,7 +11,7 @@ from .atomic import ensure_writable_dir
 from .dicom import DicomVolume, lps_to_ras, read_ct_hu, read_dicom_series
 from .dicom_write import write_dicom_series
 from .monai_reader import CTDicomSeriesReader, DicomSeriesReader, LoadVolumed, load_volume
-from .monai_save import AtomicSaveImaged, SaveDicomSeriesd, SaveRestoredd
+from .monai_save import AtomicSaveImaged, SaveDicomSeriesd, SaveRestoredd, restored_nifti_path
 from .nifti import NIFTI_SUFFIXES, load_nifti, load_nifti_with_header, nifti_suffix, save_nifti
 from .suv import (
     CSV_COLUMNS,
@@ -44,6 +44,7 @@ __all__ = [
     "read_ct_hu",
     "read_dicom_series",
     "read_pet_suv",
+    "restored_nifti_path",
     "SaveDicomSeriesd",
     "SaveRestoredd",
     "save_nifti",

@@ -24,6 +24,15 @@ from .nifti import nifti_suffix, save_nifti
 __all__ = ["AtomicSaveImaged", "SaveDicomSeriesd", "SaveRestoredd"]
 
 
+def restored_nifti_path(output_dir: str | os.PathLike, source: str | os.PathLike, postfix: str) -> Path:
+    """Where :class:`AtomicSaveImaged` / :class:`SaveRestoredd` write the NIfTI output of ``source``:
+    ``<output_dir>/<source name without its NIfTI suffix (else its last suffix)>_<postfix>.nii.gz``."""
+    src = Path(source)
+    suffix = nifti_suffix(src)
+    stem = src.name[: -len(suffix)] if suffix else src.stem
+    return Path(output_dir) / f"{stem}_{postfix}.nii.gz"
+
+
 class AtomicSaveImaged(SaveImaged):
     """Same arguments as ``monai.transforms.SaveImaged`` (``separate_folder`` defaults to False, ``resample`` to
     False and ``output_dtype`` to float32 here: outputs keep the input grid and affine)."""

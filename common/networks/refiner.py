@@ -71,7 +71,6 @@ class RefinerUNet(nn.Module):
         if len(channels) < 1 or num_res_blocks < 1 or patch < 1:
             raise ValueError("RefinerUNet needs at least one level, one residual block and patch >= 1")
         self.spatial_dims, self.patch = int(spatial_dims), int(patch)
-        self.out_channels = int(out_channels)
         conv = Conv[Conv.CONV, spatial_dims]
         fold = self.patch**spatial_dims
         chans = [int(c) for c in channels]

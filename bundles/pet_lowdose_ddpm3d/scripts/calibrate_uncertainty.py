@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from common.datalist import select_items
-from common.io.nifti import load_nifti, nifti_suffix
+from common.io import load_nifti, restored_nifti_path
 from common.transforms.masks import body_mask
 from common.uncertainty import calibration_stats, fit_std_calibration
 
@@ -34,8 +34,8 @@ def collect(datalist: Path, eval_dir: Path, split: str, postfix: str) -> dict[fl
     found: dict[float, list[tuple]] = defaultdict(list)
     for item in items:
         low_path = datalist.parent / item["image"]
-        name = low_path.name[: -len(nifti_suffix(low_path))]
-        mean_path, std_path = eval_dir / f"{name}_{postfix}.nii.gz", eval_dir / f"{name}_{postfix}_std.nii.gz"
+        mean_path = restored_nifti_path(eval_dir, low_path, postfix)
+        std_path = restored_nifti_path(eval_dir, low_path, f"{postfix}_std")
         if not (mean_path.is_file() and std_path.is_file()):
             continue
         ref = load_nifti(datalist.parent / item["label"])[0]

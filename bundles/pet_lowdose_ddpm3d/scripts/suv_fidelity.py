@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from common.datalist import select_items
-from common.io.nifti import load_nifti, nifti_suffix
+from common.io import load_nifti, restored_nifti_path
 from common.phantoms.pet import PET_BRAIN_LABELS, PET_TORSO_LABELS
 
 
@@ -59,8 +59,7 @@ def main() -> None:
     rows: dict[float, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for item in items:
         low_path = datalist.parent / item["image"]
-        name = low_path.name[: -len(nifti_suffix(low_path))]
-        out_path = Path(args.eval_dir) / f"{name}_{args.postfix}.nii.gz"
+        out_path = restored_nifti_path(args.eval_dir, low_path, args.postfix)
         if not out_path.is_file():
             continue
         low, out = load_nifti(low_path)[0], load_nifti(out_path)[0]
