@@ -100,6 +100,43 @@ def test_trainings_never_write_the_shipped_weights(bundle):
         assert ckpt_dir != (bundle / "pretrained").resolve() and not ckpt_dir.is_relative_to(bundle / "pretrained")
 
 
+def _parsed(bundle: Path, files: list[Path], *keys: str) -> list:
+    from monai.bundle import ConfigParser
+
+    from common.configs import load_config_files
+
+    parser = ConfigParser()
+    parser.read_config(load_config_files(files))
+    parser["bundle_root"] = str(bundle)
+    return [parser.get_parsed_content(k) for k in keys]
+
+
+@pytest.mark.parametrize("bundle", BUNDLES, ids=IDS)
+def test_every_bundle_has_a_full_recipe_longer_than_its_demo(bundle):
+    """``configs/train_full.yaml`` (the recipe the shipped weights come from) is an overlay that trains longer than the
+    minutes-long default, into its own ``models_full/``, with a learning-rate schedule that still ends at the last
+    epoch (a cosine schedule's period is the number of epochs, not the default's)."""
+    configs = bundle / "configs"
+    default_epochs, default_dir = _parsed(bundle, [configs / "train.yaml"], "max_epochs", "ckpt_dir")
+    full = [configs / "train.yaml", configs / "train_full.yaml"]
+    epochs, ckpt_dir, val_interval = _parsed(bundle, full, "max_epochs", "ckpt_dir", "val_interval")
+    assert epochs > default_epochs
+    assert Path(ckpt_dir).name == "models_full" and Path(ckpt_dir) != Path(default_dir)
+    assert epochs % val_interval == 0, "the last epoch must be validated (the best checkpoint is chosen there)"
+    from monai.bundle import ConfigParser
+
+    from common.configs import load_config_files
+
+    parser = ConfigParser(load_config_files(full))
+    if "CosineAnnealingLR" in str(parser.get("lr_scheduler")):
+        parser["bundle_root"] = str(bundle)
+        parser["network"] = torch.nn.Linear(1, 1)  # the schedule only needs an optimiser's parameters
+        parser["optimizer"] = torch.optim.SGD(parser["network"].parameters(), lr=1.0)
+        assert parser.get_parsed_content("lr_scheduler").T_max == epochs
+    else:  # Feat-KPN keeps the original's per-epoch exponential decay
+        assert "ExponentialLR" in str(parser.get("lr_scheduler")), "a new schedule needs its own check here"
+
+
 def test_half_storage_keeps_tensors_beyond_float16_range():
     from restorezoo.pretrained import _half
 
