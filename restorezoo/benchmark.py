@@ -430,7 +430,8 @@ def task_tables(rows: list[dict], tasks: dict[str, Task]) -> dict[str, list[dict
             label = f"{r['peer']} (peer)"
         elif label == "output":
             own_runs = {x["run"] for x in rows if x["bundle"] == r["bundle"] and not x.get("peer")}
-            label = r["bundle"] if len(own_runs) == 1 else f"{r['bundle']} ({r['run']})"
+            first = task.runs[0].get("name", "default")  # the bundle's main run is named after the bundle alone
+            label = r["bundle"] if own_runs == {first} else f"{r['bundle']} ({r['run']})"
         else:
             key = (task.task, r[task.group_key], label)
             if key in seen:
@@ -564,6 +565,21 @@ def _restrict_baselines(task: Task, baselines: Sequence[str] | None) -> Task:
     return dataclasses.replace(task, baselines=[b for b in task.baselines if b in set(baselines)])
 
 
+def _restrict_runs(tasks: dict[str, Task], runs: Sequence[str] | None) -> dict[str, Task]:
+    """Each task with only the runs named in ``runs`` (all of them when None); a bundle that has none of them keeps an
+    empty list (it is skipped). A name that no selected bundle has is an error, before anything runs."""
+    if runs is None:
+        return tasks
+    known = {r.get("name", "default") for t in tasks.values() for r in t.runs}
+    unknown = sorted(set(runs) - known)
+    if unknown:
+        raise ValueError(f"unknown run(s) {unknown}; the selected bundles have: {sorted(known)}")
+    return {
+        b: dataclasses.replace(t, runs=[r for r in t.runs if r.get("name", "default") in set(runs)])
+        for b, t in tasks.items()
+    }
+
+
 def _run_configs(run: dict[str, Any]) -> list[Path]:
     """The config overlays of a run: ``peer_overlay`` (a file of :mod:`restorezoo.peers`)."""
     from restorezoo.peers import overlay_path
@@ -612,11 +628,14 @@ def run_benchmark(
     readme: str | Path | None = None,
     command: str = "",
     baselines: Sequence[str] | None = None,
+    runs: Sequence[str] | None = None,
 ) -> Path:
     """Run the benchmark (see the module docstring); returns the path of ``results.md``.
 
     ``baselines``: only these of each task's baselines (e.g. ``["gaussian", "tv"]`` to leave out the slow BM3D /
     BM4D); a name no task has is an error. ``None``: every baseline the task lists.
+    ``runs``: only these runs of each bundle's ``benchmark.yaml`` (e.g. ``["shipped"]`` to measure the shipped weights
+    without training the defaults); a name no selected bundle has is an error. ``None``: every run.
     """
     out = Path(out).resolve()
     (out / "figures").mkdir(parents=True, exist_ok=True)
@@ -631,10 +650,11 @@ def run_benchmark(
     rows: list[dict] = []
     tuning: list[dict] = []
     speed_rows_all: list[dict] = []
-    tasks: dict[str, Task] = {}
+    described = {b.name: _restrict_baselines(load_task(b), baselines) for b in selected}
+    tasks = _restrict_runs(described, runs)  # the runs measured now; tables name them as described
     cache = out / "work" / "baseline_cache"  # baseline outputs, shared by the bundles that share embedded data
     for bundle in selected:
-        task = tasks[bundle.name] = _restrict_baselines(load_task(bundle), baselines)
+        task = tasks[bundle.name]
         host_params: dict[str, dict[float, float]] | None = None
         for run in task.runs:
             name = run.get("name", "default")
@@ -692,7 +712,7 @@ def run_benchmark(
         "date": time.strftime("%Y-%m-%d"),
     }
     _bm4d_meta(meta, speed)
-    md = markdown(rows, speed_rows_all, tasks, meta)
+    md = markdown(rows, speed_rows_all, described, meta)
     (out / "results.md").write_text(md)
     (out / "meta.json").write_text(json.dumps(meta, indent=2))
     if readme:

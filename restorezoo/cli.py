@@ -278,6 +278,7 @@ def benchmark(
     render_only: bool = False,
     measure_bm4d: bool = False,
     baselines: str | None = None,
+    runs: str | None = None,
 ) -> str:
     """Benchmark every bundle of ``--bundles_dir`` (default ``./bundles``; or ``--bundles a,b``) against its input
     and classical baselines per dose, with speed and memory (see restorezoo/benchmark.py). ``--ckpt name=path,...``
@@ -285,7 +286,9 @@ def benchmark(
     ``--config a.yaml,b.yaml`` adds config overlays to every run; ``--readme README.md`` rewrites its benchmark
     section; ``--render_only`` re-writes the tables (and README section) from the CSV files of an earlier run in
     ``--out`` (``--measure_bm4d``: also time BM4D, when the optional extra is installed, for the speed target);
-    ``--baselines gaussian,tv`` runs only those baselines (default: every one a task lists and is installed)."""
+    ``--baselines gaussian,tv`` runs only those baselines (default: every one a task lists and is installed);
+    ``--runs shipped`` only those runs of each bundle's benchmark.yaml (default: all; ``shipped`` measures the weights
+    shipped in the bundles without training or needing the defaults)."""
     import shlex
     import sys
 
@@ -312,6 +315,7 @@ def benchmark(
         readme=readme,
         command="restorezoo " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         baselines=_names(baselines) or None,
+        runs=_names(runs) or None,
     )
     print(md.read_text())
     return str(md)

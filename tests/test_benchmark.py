@@ -19,6 +19,7 @@ from restorezoo.baselines import available_baselines, denoise, noise_sigma, para
 from restorezoo.benchmark import (
     END,
     START,
+    _restrict_runs,
     load_task,
     read_results,
     run_benchmark,
@@ -56,6 +57,23 @@ def test_bundles_of_one_task_score_with_one_convention():
     assert ct["scale"] == 1.0 and {"psnr", "ssim", "body_rmse", "body_bias"} <= set(ct["names"])
     assert pet["data_range"] == "reference_max" and pet["window"] is None and pet["scale"] == 1.0
     assert {"psnr", "ssim", "body_rmse", "body_bias"} <= set(pet["names"])
+
+
+def test_runs_filter_measures_only_the_named_runs_and_the_tables_still_name_them():
+    tasks = {b.name: load_task(b) for b in BUNDLES}
+    only = _restrict_runs(tasks, ["shipped"])
+    assert {b for b, t in only.items() if t.runs} == {b for b, t in tasks.items() if any(
+        r.get("name") == "shipped" for r in t.runs)} != set()  # fmt: skip
+    assert all(r["name"] == "shipped" for t in only.values() for r in t.runs)
+    assert _restrict_runs(tasks, None) is tasks
+    with pytest.raises(ValueError, match="nosuch"):
+        _restrict_runs(tasks, ["shipped", "nosuch"])
+    # a bundle measured only through its shipped weights is labelled as such, its main run by its name alone
+    row = {"bundle": "ct_lowdose_featkpn", "method": "output", "dose": 0.25}
+    shipped = task_tables([{**row, "run": "shipped"}], tasks)["ct_denoising"]
+    assert [r["label"] for r in shipped] == ["ct_lowdose_featkpn (shipped)"]
+    default = task_tables([{**row, "run": "default"}], tasks)["ct_denoising"]
+    assert [r["label"] for r in default] == ["ct_lowdose_featkpn"]
 
 
 def test_baselines_reduce_noise_and_keep_shape():
