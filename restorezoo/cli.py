@@ -329,20 +329,23 @@ def speed(
     overlap: float = 0.5,
     bundle_inferer: bool = False,
     input_shape: tuple | None = None,
+    overrides: dict | None = None,
 ) -> None:
     """Inference speed and peak memory of a bundle folder's network next to the MONAI UNet reference, measured in the
     same run, each model in a fresh process (see restorezoo/speed.py). Without ``--bundle_inferer`` both networks run
     through the same plain Gaussian sliding window (``--roi``, ``--overlap``): network against network. With it the
     bundle runs its own ``inference.yaml`` inferer (ROI, blending, ensembles, output scale) and the reference keeps
     ROI 64, overlap 0.5. ``--input_shape X,Y,Z`` is the bundle's input (thick slices for super-resolution:
-    24 x 4 = 96 output slices); voxels/s counts OUTPUT voxels; the reference processes a 128 x 128 x 96 volume."""
+    24 x 4 = 96 output slices); voxels/s counts OUTPUT voxels; the reference processes a 128 x 128 x 96 volume.
+    ``--overrides '{"tta_flips": [[], [0]]}'`` changes config ids of the bundle's inference.yaml for the measurement
+    (with ``--bundle_inferer``)."""
     from pathlib import Path
 
     from restorezoo.speed import SHAPE, speed_rows
 
     shape = tuple(int(v) for v in input_shape) if input_shape else SHAPE
     window = None if bundle_inferer else {"roi": roi, "overlap": overlap}
-    rows = speed_rows(Path(bundle), threads, repeats, shape, window=window)
+    rows = speed_rows(Path(bundle), threads, repeats, shape, overrides, window=window)
     how = "the bundle's inference.yaml inferer" if bundle_inferer else f"ROI {roi}^3, overlap {overlap}"
     lines = [
         f"reference volume {SHAPE}; bundle input {shape}; {how}; {threads} threads",
