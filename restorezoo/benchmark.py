@@ -488,6 +488,10 @@ def markdown(rows: list[dict], speed: list[dict], tasks: dict[str, Task], meta: 
             at = [r for r in rs if abs(r[task.group_key] - float(task.target_group)) < 1e-9 and "psnr" in r]
             out = next((r for r in at if r["method"] == "output"), None)
             others = [r for r in at if r["method"] not in ("output", "input")]
+            if not others:  # a run measured without baselines (e.g. --runs shipped): the task's baseline rows
+                others = [r for r in rows if r["method"] not in ("output", "input") and "psnr" in r
+                          and tasks[r["bundle"]].task == task.task
+                          and abs(r[task.group_key] - float(task.target_group)) < 1e-9]  # fmt: skip
             if task.target_over:
                 others = [r for r in others if r["method"] == task.target_over]
             if out and others:

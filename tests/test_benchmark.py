@@ -21,6 +21,7 @@ from restorezoo.benchmark import (
     START,
     _restrict_runs,
     load_task,
+    markdown,
     read_results,
     run_benchmark,
     scoring_convention,
@@ -74,6 +75,21 @@ def test_runs_filter_measures_only_the_named_runs_and_the_tables_still_name_them
     assert [r["label"] for r in shipped] == ["ct_lowdose_featkpn (shipped)"]
     default = task_tables([{**row, "run": "default"}], tasks)["ct_denoising"]
     assert [r["label"] for r in default] == ["ct_lowdose_featkpn"]
+
+
+def test_a_run_measured_without_baselines_is_held_to_the_task_baselines():
+    """``--runs shipped --baselines gaussian`` rows merged with an earlier run's baselines: the target line of the
+    shipped run compares it with the task's best baseline at the target group."""
+    tasks = {b.name: load_task(b) for b in BUNDLES}
+    film = "pet_lowdose_film_unet"
+    rows = [
+        {"bundle": film, "run": "default", "method": "tv", "drf": 20.0, "psnr": 44.0, "param": 0.02},
+        {"bundle": film, "run": "default", "method": "output", "drf": 20.0, "psnr": 44.5},
+        {"bundle": film, "run": "shipped", "method": "output", "drf": 20.0, "psnr": 45.5},
+    ]
+    md = markdown(rows, [], tasks, {"command": "x", "date": "d", "machine": "m"})
+    assert f"{film} (shipped) at drf 20: output 45.50 dB vs best baseline tv 44.00 dB: +1.50 dB" in md
+    assert f"{film} (default) at drf 20: output 44.50 dB vs best baseline tv 44.00 dB: +0.50 dB" in md
 
 
 def test_baselines_reduce_noise_and_keep_shape():
