@@ -485,13 +485,16 @@ def markdown(rows: list[dict], speed: list[dict], tasks: dict[str, Task], meta: 
         if rs[0].get("peer"):
             continue
         if task.target_group is not None:
-            at = [r for r in rs if abs(r[task.group_key] - float(task.target_group)) < 1e-9 and "psnr" in r]
+
+            def at_target(r: dict, task: Task = task) -> bool:
+                return abs(r[task.group_key] - float(task.target_group)) < 1e-9 and "psnr" in r
+
+            at = [r for r in rs if at_target(r)]
             out = next((r for r in at if r["method"] == "output"), None)
             others = [r for r in at if r["method"] not in ("output", "input")]
             if not others:  # a run measured without baselines (e.g. --runs shipped): the task's baseline rows
-                others = [r for r in rows if r["method"] not in ("output", "input") and "psnr" in r
-                          and tasks[r["bundle"]].task == task.task
-                          and abs(r[task.group_key] - float(task.target_group)) < 1e-9]  # fmt: skip
+                others = [r for r in rows if r["method"] not in ("output", "input")
+                          and tasks[r["bundle"]].task == task.task and at_target(r)]  # fmt: skip
             if task.target_over:
                 others = [r for r in others if r["method"] == task.target_over]
             if out and others:
@@ -578,8 +581,9 @@ def _restrict_runs(tasks: dict[str, Task], runs: Sequence[str] | None) -> dict[s
     unknown = sorted(set(runs) - known)
     if unknown:
         raise ValueError(f"unknown run(s) {unknown}; the selected bundles have: {sorted(known)}")
+    wanted = set(runs)
     return {
-        b: dataclasses.replace(t, runs=[r for r in t.runs if r.get("name", "default") in set(runs)])
+        b: dataclasses.replace(t, runs=[r for r in t.runs if r.get("name", "default") in wanted])
         for b, t in tasks.items()
     }
 

@@ -338,7 +338,7 @@ def speed(
     ROI 64, overlap 0.5. ``--input_shape X,Y,Z`` is the bundle's input (thick slices for super-resolution:
     24 x 4 = 96 output slices); voxels/s counts OUTPUT voxels; the reference processes a 128 x 128 x 96 volume.
     ``--overrides '{"tta_flips": [[], [0]]}'`` changes config ids of the bundle's inference.yaml for the measurement
-    (with ``--bundle_inferer``)."""
+    (its network's always; its inferer's only with ``--bundle_inferer``, which uses that inferer)."""
     from pathlib import Path
 
     from restorezoo.speed import SHAPE, speed_rows

@@ -83,32 +83,25 @@ def test_inference_prefers_trained_weights_and_never_replaces_a_chosen_folder(tm
 @pytest.mark.parametrize("bundle", BUNDLES, ids=IDS)
 def test_trainings_never_write_the_shipped_weights(bundle):
     """Every training config of a bundle (and its overlays) writes its checkpoints outside ``pretrained/``."""
-    from monai.bundle import ConfigParser
-
-    from common.configs import load_config_files
-
     configs = bundle / "configs"
     for files in (
         [configs / "train.yaml"],
         *([configs / "train.yaml", f] for f in sorted(configs.glob("train_*.yaml")) if f.name != "train_teacher.yaml"),
         *([f] for f in configs.glob("train_teacher.yaml")),
     ):
-        parser = ConfigParser()
-        parser.read_config(load_config_files(files))
-        parser["bundle_root"] = str(bundle)
-        ckpt_dir = Path(parser.get_parsed_content("ckpt_dir")).resolve()
+        ckpt_dir = Path(_parser(bundle, files).get_parsed_content("ckpt_dir")).resolve()
         assert ckpt_dir != (bundle / "pretrained").resolve() and not ckpt_dir.is_relative_to(bundle / "pretrained")
 
 
-def _parsed(bundle: Path, files: list[Path], *keys: str) -> list:
+def _parser(bundle: Path, files: list[Path]):
+    """The merged config ``files`` of ``bundle``, as ``python -m monai.bundle run`` reads them from any folder."""
     from monai.bundle import ConfigParser
 
     from common.configs import load_config_files
 
-    parser = ConfigParser()
-    parser.read_config(load_config_files(files))
+    parser = ConfigParser(load_config_files(files))
     parser["bundle_root"] = str(bundle)
-    return [parser.get_parsed_content(k) for k in keys]
+    return parser
 
 
 @pytest.mark.parametrize("bundle", BUNDLES, ids=IDS)
@@ -117,19 +110,14 @@ def test_every_bundle_has_a_full_recipe_longer_than_its_demo(bundle):
     minutes-long default, into its own ``models_full/``, with a learning-rate schedule that still ends at the last
     epoch (a cosine schedule's period is the number of epochs, not the default's)."""
     configs = bundle / "configs"
-    default_epochs, default_dir = _parsed(bundle, [configs / "train.yaml"], "max_epochs", "ckpt_dir")
-    full = [configs / "train.yaml", configs / "train_full.yaml"]
-    epochs, ckpt_dir, val_interval = _parsed(bundle, full, "max_epochs", "ckpt_dir", "val_interval")
-    assert epochs > default_epochs
-    assert Path(ckpt_dir).name == "models_full" and Path(ckpt_dir) != Path(default_dir)
+    default = _parser(bundle, [configs / "train.yaml"])
+    parser = _parser(bundle, [configs / "train.yaml", configs / "train_full.yaml"])
+    epochs, ckpt_dir = parser.get_parsed_content("max_epochs"), Path(parser.get_parsed_content("ckpt_dir"))
+    assert epochs > default.get_parsed_content("max_epochs")
+    assert ckpt_dir.name == "models_full" and ckpt_dir != Path(default.get_parsed_content("ckpt_dir"))
+    val_interval = parser.get_parsed_content("val_interval")
     assert epochs % val_interval == 0, "the last epoch must be validated (the best checkpoint is chosen there)"
-    from monai.bundle import ConfigParser
-
-    from common.configs import load_config_files
-
-    parser = ConfigParser(load_config_files(full))
     if "CosineAnnealingLR" in str(parser.get("lr_scheduler")):
-        parser["bundle_root"] = str(bundle)
         parser["network"] = torch.nn.Linear(1, 1)  # the schedule only needs an optimiser's parameters
         parser["optimizer"] = torch.optim.SGD(parser["network"].parameters(), lr=1.0)
         assert parser.get_parsed_content("lr_scheduler").T_max == epochs
