@@ -589,10 +589,16 @@ def _restrict_runs(tasks: dict[str, Task], runs: Sequence[str] | None) -> dict[s
 
 
 def _run_configs(run: dict[str, Any]) -> list[Path]:
-    """The config overlays of a run: ``peer_overlay`` (a file of :mod:`restorezoo.peers`)."""
-    from restorezoo.peers import overlay_path
+    """The config overlays of a run for evaluation: its ``peer_overlay`` file(s) of :mod:`restorezoo.peers`."""
+    from restorezoo.peers import run_overlays
 
-    return [overlay_path(run["peer_overlay"])] if run.get("peer_overlay") else []
+    return run_overlays(run)
+
+
+def _train_configs(bundle: Path, run: dict[str, Any]) -> list[Path]:
+    """The overlays of a run's training, after ``train.yaml``: its ``train_overlays`` (files of the bundle's configs,
+    e.g. ``train_full.yaml`` for a peer at the full recipe's budget), then its peer overlay(s)."""
+    return [bundle / "configs" / name for name in run.get("train_overlays", [])] + _run_configs(run)
 
 
 def _peer_available(bundle: Path, run: dict[str, Any]) -> bool:
@@ -681,7 +687,7 @@ def run_benchmark(
             elif not ckpt.is_file():
                 if not train:
                     raise FileNotFoundError(f"{ckpt}: no weights for {bundle.name} ({name}); pass --train or --ckpt")
-                _train(bundle, ckpt_dir, run, run_extra, overrides)
+                _train(bundle, ckpt_dir, run, [*extra, *_train_configs(bundle, run)], overrides)
             files = _eval_files(bundle, run_extra)
             run_over["ckpt_path"] = str(ckpt)
             if (run.get("peer") or _shipped(run)) and host_params is not None:  # the host's baselines, tuned once

@@ -27,7 +27,7 @@ from restorezoo.benchmark import (
     scoring_convention,
     task_tables,
 )
-from restorezoo.peers import overlay_path
+from restorezoo.peers import run_overlays
 
 IDS = [b.name for b in BUNDLES]
 
@@ -201,7 +201,7 @@ def test_tiny_benchmark_all_bundles(export_of, data_cache, tmp_path):
             if run.get("requires") and importlib.util.find_spec(run["requires"]) is None:
                 continue  # an optional peer that is not installed: the benchmark skips it
             over = run.get("overrides", {})
-            overlays = (overlay_path(run["peer_overlay"]),) if run.get("peer_overlay") else ()
+            overlays = tuple(run_overlays(run))
             ckpts[f"{bundle.name}:{run['name']}"] = str(
                 perturbed_weights(bundle, tmp_path / f"{bundle.name}_{run['name']}.pt", overlays, **over)
             )

@@ -12,7 +12,7 @@ from conftest import BUNDLES, ROOT, run_bundle_steps
 
 from common.configs import load_config_files
 from restorezoo.benchmark import load_task
-from restorezoo.peers import Unconditioned, overlay_path
+from restorezoo.peers import Unconditioned, run_overlays
 
 # what an overlay may change: the network, where its files go, the epochs of the CPU budget, and (CT) the loss term
 # that needs a second network of the host's own method
@@ -29,16 +29,20 @@ def test_there_is_a_peer_per_denoising_task():
 
 @pytest.mark.parametrize(("bundle", "run"), PEERS, ids=[r["name"] for _, r in PEERS])
 def test_overlay_changes_only_the_network_and_its_budget(bundle, run):
-    overlay = yaml.safe_load(overlay_path(run["peer_overlay"]).read_text())
-    assert set(overlay) <= ALLOWED, set(overlay) - ALLOWED
+    overlay: dict = {}
+    for path in run_overlays(run):  # applied in order: a later overlay's keys replace an earlier one's
+        part = yaml.safe_load(path.read_text())
+        assert set(part) <= ALLOWED, (path.name, set(part) - ALLOWED)
+        overlay.update(part)
     assert run["ckpt_subdir"] in overlay["ckpt_dir"]  # the peer never overwrites the bundle's own weights
+    assert run["ckpt_subdir"] in overlay["output_dir"].replace("eval", "models")
     if run.get("requires"):
         pytest.importorskip(run["requires"])
     from monai.bundle import ConfigParser
 
     for config in ("train.yaml", "inference.yaml"):
         parser = ConfigParser()
-        parser.read_config(load_config_files([bundle / "configs" / config, overlay_path(run["peer_overlay"])]))
+        parser.read_config(load_config_files([bundle / "configs" / config, *run_overlays(run)]))
         parser["bundle_root"] = str(bundle)
         net = parser.get_parsed_content("network_def", instantiate=True)
         ct = load_task(bundle).task == "ct_denoising"
@@ -81,11 +85,12 @@ def test_peer_trains_and_infers_through_the_host_configs(bundle, run, tmp_path, 
     """One tiny epoch of the peer with the host's smoke overlay, then the host's inference with the peer's weights."""
     if run.get("requires") and importlib.util.find_spec(run["requires"]) is None:
         pytest.skip(f"optional peer: {run.get('install')}")
-    configs, peer = bundle / "configs", overlay_path(run["peer_overlay"])
+    configs, peer = bundle / "configs", run_overlays(run)
     common = [f"--ckpt_dir={tmp_path / 'models'}", f"--output_dir={tmp_path / 'eval'}",
               f"--data_cache_dir={data_cache / bundle.name}"]  # fmt: skip
-    train = f"['{configs / 'train.yaml'}','{peer}','{configs / 'smoke.yaml'}']"
-    infer = f"['{configs / 'inference.yaml'}','{peer}','{configs / 'smoke.yaml'}']"
+    host = [configs / name for name in run.get("train_overlays", [])]  # e.g. the host's full recipe
+    train = repr([str(f) for f in [configs / "train.yaml", *host, *peer, configs / "smoke.yaml"]])
+    infer = repr([str(f) for f in [configs / "inference.yaml", *peer, configs / "smoke.yaml"]])
     run_bundle_steps(
         [
             (ROOT, ["run", "training", "--config_file", train, "--max_epochs=1", *common]),
@@ -96,3 +101,32 @@ def test_peer_trains_and_infers_through_the_host_configs(bundle, run, tmp_path, 
     weights = torch.load(tmp_path / "models" / "model.pt", map_location="cpu", weights_only=True)
     assert any(k.startswith(("net.", "network.")) for k in weights)  # the peer's network, not the host's
     assert sorted((tmp_path / "eval").glob("*.nii*")), "inference wrote no output"
+
+
+FULL_PEERS = [(bundle, run) for bundle, run in PEERS if run.get("train_overlays")]
+
+
+def test_there_is_a_full_budget_peer_per_denoising_task():
+    assert {load_task(bundle).task for bundle, _ in FULL_PEERS} == {"ct_denoising", "pet_denoising"}
+
+
+@pytest.mark.parametrize(("bundle", "run"), FULL_PEERS, ids=[r["name"] for _, r in FULL_PEERS])
+def test_full_budget_peer_trains_by_the_hosts_full_recipe(bundle, run):
+    """The training configs of a full-budget peer: the host's train.yaml and full recipe, then the peer's overlays, so
+    the peer gets the full recipe's data engine and schedule with its own network, epochs and folders."""
+    from restorezoo.benchmark import _train_configs
+
+    files = [bundle / "configs" / "train.yaml", *_train_configs(bundle, run)]
+    assert [f.name for f in files[:2]] == ["train.yaml", "train_full.yaml"]
+    assert files[2:] == run_overlays(run) and len(files) == 4
+    full = load_config_files([bundle / "configs" / "train.yaml", bundle / "configs" / "train_full.yaml"])
+    merged = load_config_files(files)
+    peer_full = yaml.safe_load(files[-1].read_text())
+    peer_keys = {k for f in files[2:] for k in yaml.safe_load(f.read_text())}
+    for key, value in full.items():  # the host's full recipe reaches the peer except what the peer's overlays set
+        if key not in peer_keys:
+            assert merged[key] == value, key
+    assert peer_keys <= ALLOWED
+    assert merged["max_epochs"] == peer_full["max_epochs"] >= full["max_epochs"] // 3
+    assert merged["network_def"] == yaml.safe_load(files[2].read_text())["network_def"]
+    assert run["ckpt_subdir"] in merged["ckpt_dir"] and "models_full" not in merged["ckpt_dir"]

@@ -7,8 +7,11 @@ compares architectures and nothing else.
   while its network module imports torch only);
 - ``unet_pet.yaml`` on ``pet_lowdose_film_unet``: a plain MONAI ``UNet`` (no dose input).
 
-A host bundle lists its peers as extra runs of its ``configs/benchmark.yaml`` (``peer``, ``configs``,
-``ckpt_subdir``, ``requires``); ``restorezoo benchmark --train`` trains a missing peer with the overlay.
+A host bundle lists its peers as extra runs of its ``configs/benchmark.yaml`` (``peer``, ``peer_overlay``,
+``ckpt_subdir``, ``requires``, and ``train_overlays``: host configs added to training only, e.g. its full recipe);
+``restorezoo benchmark --train`` trains a missing peer with the overlays.
+- ``redcnn_ct_full.yaml`` / ``unet_pet_full.yaml``: the same peers at the budget of the host's full recipe
+  (``configs/train_full.yaml``), stacked after the default-budget overlay.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["RedCNN", "Unconditioned", "overlay_path"]
+__all__ = ["RedCNN", "Unconditioned", "overlay_path", "run_overlays"]
 
 
 def overlay_path(name: str) -> Path:
@@ -28,6 +31,13 @@ def overlay_path(name: str) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such peer overlay")
     return path
+
+
+def run_overlays(run: dict) -> list[Path]:
+    """The peer overlays of a benchmark run (``peer_overlay``: one file name of this package or a list of them, applied
+    in order, e.g. the default-budget overlay then the full-budget one); ``[]`` for a run that is not a peer."""
+    names = run.get("peer_overlay") or []
+    return [overlay_path(n) for n in ([names] if isinstance(names, str) else names)]
 
 
 class RedCNN(nn.Module):
