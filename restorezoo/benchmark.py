@@ -805,6 +805,72 @@ def render(
     return out / "results.md"
 
 
+def merge(
+    new: str | Path, into: str | Path, bundles_dir: str | Path = "bundles", readme: str | Path | None = None
+) -> Path:
+    """Merge the results of a partial run (``new``, e.g. ``--runs shipped`` of one bundle) into an earlier run's
+    folder ``into`` (e.g. ``benchmarks/results``), then re-write its ``results.md`` (and the ``readme`` section);
+    returns the path of ``results.md``.
+
+    - rows: every (bundle, run) measured in ``new`` replaces that (bundle, run)'s rows in ``into``; the input and
+      baseline rows of ``new`` are added only where ``into`` has no row of the same task, group value and method (the
+      same items scored by the same code, so the earlier, complete baseline set stays the reference);
+    - tuning: the tried parameters of the measured (bundle, run) pairs replace theirs;
+    - speed: ``new``'s bundle rows replace the rows of the same model; the reference row of ``into`` stays (each
+      ``x reference`` was measured against the reference of its own run);
+    - meta: both commands and dates are kept; BM4D's time is ``new``'s only if ``new`` measured it;
+    - figures of ``new`` are copied (same names replaced)."""
+    import shutil
+
+    new, into = Path(new).resolve(), Path(into).resolve()
+    for d in (new, into):
+        if not (d / "results.csv").is_file():
+            raise FileNotFoundError(f"{d / 'results.csv'}: no benchmark results to merge")
+    old_rows, new_rows = read_results(into / "results.csv"), read_results(new / "results.csv")
+    root = Path(bundles_dir).resolve()
+    tasks = {b: load_task(root / b) for b in dict.fromkeys(r["bundle"] for r in [*old_rows, *new_rows])}
+    measured = {(r["bundle"], r["run"]) for r in new_rows}
+    kept = [r for r in old_rows if (r["bundle"], r["run"]) not in measured]
+
+    def key(r: dict) -> tuple:
+        task = tasks[r["bundle"]]
+        return task.task, r.get(task.group_key), r["method"]
+
+    have = {key(r) for r in kept if r["method"] != "output"}
+    added = [r for r in new_rows if r["method"] == "output" or key(r) not in have]
+    _write_csv(into / "results.csv", kept + added)
+
+    def read_plain(path: Path) -> list[dict]:
+        if not path.is_file() or not path.stat().st_size:
+            return []
+        with open(path) as f:
+            return list(csv.DictReader(f))
+
+    tuning = [r for r in read_plain(into / "tuning.csv") if (r["bundle"], r["run"]) not in measured]
+    _write_csv(into / "tuning.csv", tuning + read_plain(new / "tuning.csv"))
+    new_speed = [r for r in read_plain(new / "speed.csv") if r["model"] in tasks]  # bundles, not the reference
+    names = {r["model"] for r in new_speed}
+    old_speed = read_plain(into / "speed.csv")
+    if new_speed or old_speed:
+        _write_csv(into / "speed.csv", [r for r in old_speed if r["model"] not in names] + new_speed)
+    meta_old = json.loads((into / "meta.json").read_text()) if (into / "meta.json").is_file() else {}
+    meta_new = json.loads((new / "meta.json").read_text())
+    # rendered as "Command: `<command>`": the commands of both runs, each in its own code span
+    old_cmd = meta_old.get("command")
+    meta = {**meta_old, "command": f"{old_cmd}`; then `{meta_new['command']}" if old_cmd else meta_new["command"]}
+    dates = list(dict.fromkeys(d for d in (meta_old.get("date"), meta_new.get("date")) if d))
+    meta["date"] = " and ".join(dates)
+    meta.setdefault("machine", meta_new.get("machine"))
+    if meta_new.get("bm4d_seconds") is not None:
+        meta["bm4d_seconds"], meta["bm4d_note"] = meta_new["bm4d_seconds"], meta_new["bm4d_note"]
+    (into / "meta.json").write_text(json.dumps(meta, indent=2))
+    (into / "figures").mkdir(exist_ok=True)
+    for png in sorted((new / "figures").glob("*.png")):
+        shutil.copy(png, into / "figures" / png.name)
+    logger.info("merged %d rows of %s into %s (%d kept)", len(added), sorted(measured), into, len(kept))
+    return render(into, readme, bundles_dir=bundles_dir)
+
+
 def _relink(md: str, out: Path, base: Path) -> str:
     """Figure links of ``results.md`` made relative to ``base`` (the README's folder)."""
     try:

@@ -279,6 +279,7 @@ def benchmark(
     measure_bm4d: bool = False,
     baselines: str | None = None,
     runs: str | None = None,
+    merge_into: str | None = None,
 ) -> str:
     """Benchmark every bundle of ``--bundles_dir`` (default ``./bundles``; or ``--bundles a,b``) against its input
     and classical baselines per dose, with speed and memory (see restorezoo/benchmark.py). ``--ckpt name=path,...``
@@ -288,11 +289,13 @@ def benchmark(
     ``--out`` (``--measure_bm4d``: also time BM4D, when the optional extra is installed, for the speed target);
     ``--baselines gaussian,tv`` runs only those baselines (default: every one a task lists and is installed);
     ``--runs shipped`` only those runs of each bundle's benchmark.yaml (default: all; ``shipped`` measures the weights
-    shipped in the bundles without training or needing the defaults)."""
+    shipped in the bundles without training or needing the defaults); ``--merge_into benchmarks/results``: merge
+    this run's rows into an earlier, complete run's folder (the runs measured now replace theirs; restorezoo/
+    benchmark.py ``merge``) and render that folder (and ``--readme``) instead."""
     import shlex
     import sys
 
-    from restorezoo.benchmark import render, run_benchmark
+    from restorezoo.benchmark import merge, render, run_benchmark
 
     if render_only:
         md = render(out, readme, measure_bm4d, bundles_dir=bundles_dir)
@@ -312,11 +315,13 @@ def benchmark(
         speed=speed,
         speed_shape=speed_shape,
         threads=threads,
-        readme=readme,
+        readme=None if merge_into else readme,
         command="restorezoo " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         baselines=_names(baselines) or None,
         runs=_names(runs) or None,
     )
+    if merge_into:
+        md = merge(out, merge_into, bundles_dir, readme)
     print(md.read_text())
     return str(md)
 

@@ -22,6 +22,7 @@ from restorezoo.benchmark import (
     _restrict_runs,
     load_task,
     markdown,
+    merge,
     read_results,
     run_benchmark,
     scoring_convention,
@@ -90,6 +91,94 @@ def test_a_run_measured_without_baselines_is_held_to_the_task_baselines():
     md = markdown(rows, [], tasks, {"command": "x", "date": "d", "machine": "m"})
     assert f"{film} (shipped) at drf 20: output 45.50 dB vs best baseline tv 44.00 dB: +1.50 dB" in md
     assert f"{film} (default) at drf 20: output 44.50 dB vs best baseline tv 44.00 dB: +0.50 dB" in md
+
+
+def _results_dir(path: Path, rows: list[dict], speed: list[dict], meta: dict, figures: list[str]) -> Path:
+    (path / "figures").mkdir(parents=True)
+    for name, content in (("results.csv", rows), ("speed.csv", speed), ("tuning.csv", [])):
+        with open(path / name, "w", newline="") as f:
+            if content:
+                w = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in content for k in r)))
+                w.writeheader()
+                w.writerows(content)
+    (path / "meta.json").write_text(json.dumps(meta))
+    for name in figures:
+        (path / "figures" / name).write_bytes(path.name.encode())
+    return path
+
+
+def _speed_row(model: str, seconds: float) -> dict:
+    return {"model": model, "params": 1e6, "seconds_per_volume": seconds, "voxels_per_s": 1.0, "x_reference": 1.0,
+            "flops_per_voxel": 1.0, "gflops_per_s": 1.0, "peak_fraction": 0.1, "peak_rss_MB": 100.0,
+            "matmul_peak_gflops": 10.0}  # fmt: skip
+
+
+def test_merge_replaces_the_measured_runs_and_keeps_the_rest(tmp_path):
+    """``--merge_into``: a partial run (one bundle's shipped weights, gaussian only, no speed) merged into a complete
+    earlier run: its runs replace theirs, the earlier baselines stay, the rest is untouched; the README renders both."""
+    film, ddpm = "pet_lowdose_film_unet", "pet_lowdose_ddpm3d"
+    base = {"drf": 20.0, "ssim": 0.99}
+    old = [
+        {"bundle": film, "run": "default", "method": "input", "psnr": 42.9, **base},
+        {"bundle": film, "run": "default", "method": "tv", "psnr": 44.4, "param": 0.02, **base},
+        {"bundle": film, "run": "default", "method": "output", "psnr": 45.0, **base},
+        {"bundle": film, "run": "shipped", "method": "output", "psnr": 45.1, **base},
+        {"bundle": ddpm, "run": "shipped", "method": "output", "psnr": 45.7, **base},
+    ]
+    new = [
+        {"bundle": film, "run": "shipped", "method": "input", "psnr": 42.9, **base},
+        {"bundle": film, "run": "shipped", "method": "gaussian", "psnr": 44.1, "param": 1.0, **base},
+        {"bundle": film, "run": "shipped", "method": "tv", "psnr": 44.3, "param": 0.03, **base},
+        {"bundle": film, "run": "shipped", "method": "output", "psnr": 45.6, **base},
+    ]
+    into = _results_dir(
+        tmp_path / "into",
+        old,
+        [_speed_row("MONAI UNet reference", 0.4), _speed_row(film, 60.0), _speed_row(ddpm, 38.0)],
+        {
+            "command": "restorezoo benchmark",
+            "date": "2026-11-22",
+            "machine": "m",
+            "bm4d_seconds": 89.0,
+            "bm4d_note": "- BM4D 89 s",
+        },  # fmt: skip
+        [f"{film}_shipped_psnr.png", f"{ddpm}_shipped_psnr.png"],
+    )
+    part = _results_dir(
+        tmp_path / "part",
+        new,
+        [_speed_row("MONAI UNet reference", 0.5), _speed_row(film, 5.9)],
+        {
+            "command": "restorezoo benchmark --runs shipped",
+            "date": "2026-12-04",
+            "machine": "m",
+            "bm4d_seconds": None,
+            "bm4d_note": "- BM4D time: not measured",
+        },  # fmt: skip
+        [f"{film}_shipped_psnr.png"],
+    )
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n{START}\nold\n{END}\n")
+    md = merge(part, into, readme=readme).read_text()
+
+    rows = read_results(into / "results.csv")
+    got = {(r["bundle"], r["run"], r["method"]): r["psnr"] for r in rows}
+    assert got[(film, "shipped", "output")] == 45.6  # the measured run replaced
+    assert got[(film, "default", "output")] == 45.0 and got[(ddpm, "shipped", "output")] == 45.7  # the rest kept
+    assert got[(film, "default", "tv")] == 44.4 and (film, "shipped", "tv") not in got  # earlier baselines stay
+    assert got[(film, "shipped", "gaussian")] == 44.1  # a baseline the earlier run lacked is added
+    assert (film, "shipped", "input") not in got and len(rows) == 6
+    speed = {r["model"]: float(r["seconds_per_volume"]) for r in _read(into / "speed.csv")}
+    assert speed == {"MONAI UNet reference": 0.4, film: 5.9, ddpm: 38.0}
+    meta = json.loads((into / "meta.json").read_text())
+    assert meta["bm4d_seconds"] == 89.0 and meta["date"] == "2026-11-22 and 2026-12-04"
+    assert "`restorezoo benchmark`; then `restorezoo benchmark --runs shipped`" in md
+    assert (into / "figures" / f"{film}_shipped_psnr.png").read_bytes() == b"part"
+    assert (into / "figures" / f"{ddpm}_shipped_psnr.png").read_bytes() == b"into"
+    assert "| 20 | **pet_lowdose_film_unet (shipped)** |" in md and "45.60" in md and "45.10" not in md
+    assert "45.60" in readme.read_text() and "old" not in readme.read_text()
+    with pytest.raises(FileNotFoundError, match="no benchmark results"):
+        merge(tmp_path / "nothing", into)
 
 
 def test_baselines_reduce_noise_and_keep_shape():
