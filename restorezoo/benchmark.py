@@ -39,6 +39,7 @@ import yaml
 from ignite.engine import Engine, Events
 
 from common.bundle_utils import PRETRAINED_WEIGHTS as PRETRAINED
+from restorezoo.peers import run_overlays
 
 __all__ = [
     "PanelCollector",
@@ -588,17 +589,10 @@ def _restrict_runs(tasks: dict[str, Task], runs: Sequence[str] | None) -> dict[s
     }
 
 
-def _run_configs(run: dict[str, Any]) -> list[Path]:
-    """The config overlays of a run for evaluation: its ``peer_overlay`` file(s) of :mod:`restorezoo.peers`."""
-    from restorezoo.peers import run_overlays
-
-    return run_overlays(run)
-
-
 def _train_configs(bundle: Path, run: dict[str, Any]) -> list[Path]:
     """The overlays of a run's training, after ``train.yaml``: its ``train_overlays`` (files of the bundle's configs,
     e.g. ``train_full.yaml`` for a peer at the full recipe's budget), then its peer overlay(s)."""
-    return [bundle / "configs" / name for name in run.get("train_overlays", [])] + _run_configs(run)
+    return [bundle / "configs" / name for name in run.get("train_overlays", [])] + run_overlays(run)
 
 
 def _peer_available(bundle: Path, run: dict[str, Any]) -> bool:
@@ -674,7 +668,7 @@ def run_benchmark(
             name = run.get("name", "default")
             if not _peer_available(bundle, run):
                 continue
-            run_extra = [*extra, *_run_configs(run)]
+            run_extra = [*extra, *run_overlays(run)]  # evaluation: the peer's network, not its training budget
             run_over = {**run.get("overrides", {}), **overrides}
             ckpt_dir = bundle / run.get("ckpt_subdir", "models")
             key = f"{bundle.name}:{name}" if f"{bundle.name}:{name}" in ckpts else bundle.name

@@ -88,8 +88,10 @@ def test_peer_trains_and_infers_through_the_host_configs(bundle, run, tmp_path, 
     configs, peer = bundle / "configs", run_overlays(run)
     common = [f"--ckpt_dir={tmp_path / 'models'}", f"--output_dir={tmp_path / 'eval'}",
               f"--data_cache_dir={data_cache / bundle.name}"]  # fmt: skip
-    host = [configs / name for name in run.get("train_overlays", [])]  # e.g. the host's full recipe
-    train = repr([str(f) for f in [configs / "train.yaml", *host, *peer, configs / "smoke.yaml"]])
+    from restorezoo.benchmark import _train_configs
+
+    train_files = [configs / "train.yaml", *_train_configs(bundle, run), configs / "smoke.yaml"]  # as the benchmark
+    train = repr([str(f) for f in train_files])
     infer = repr([str(f) for f in [configs / "inference.yaml", *peer, configs / "smoke.yaml"]])
     run_bundle_steps(
         [
