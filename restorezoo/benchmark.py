@@ -49,6 +49,7 @@ __all__ = [
     "render",
     "run_benchmark",
     "scoring_convention",
+    "table_of",
     "task_tables",
 ]
 
@@ -417,8 +418,15 @@ def _same_measurement(a: dict, b: dict) -> bool:
     return bool(keys) and all(abs(a[m] - b[m]) <= 1e-6 * max(1.0, abs(a[m])) for m in keys)
 
 
+def table_of(row: dict, tasks: dict[str, Task]) -> str:
+    """The table a result row belongs to: its run's ``table`` (a run measured on other data than the task's test
+    split, e.g. the held-out anatomy), else its bundle's task."""
+    return row.get("table") or tasks[row["bundle"]].task
+
+
 def task_tables(rows: list[dict], tasks: dict[str, Task]) -> dict[str, list[dict]]:
-    """The rows of every bundle grouped by task (``benchmark.task`` of configs/benchmark.yaml), each with a
+    """The rows of every bundle grouped by table (``benchmark.task`` of configs/benchmark.yaml, or a run's own
+    ``table``), each with a
     ``label``: a bundle's output is named after the bundle; the input and the baselines, which every bundle of a task
     measures by the same convention on the same items, appear once per group value (a bundle whose value differs
     gets its own row, labelled ``<method> (<bundle>)``). Per group value: input, baselines, then the outputs."""
@@ -426,6 +434,7 @@ def task_tables(rows: list[dict], tasks: dict[str, Task]) -> dict[str, list[dict
     seen: dict[tuple, dict] = {}
     for r in rows:
         task = tasks[r["bundle"]]
+        table = table_of(r, tasks)
         label = r["method"]
         if label == "output" and r.get("peer"):
             label = f"{r['peer']} (peer)"
@@ -434,14 +443,14 @@ def task_tables(rows: list[dict], tasks: dict[str, Task]) -> dict[str, list[dict
             first = task.runs[0].get("name", "default")  # the bundle's main run is named after the bundle alone
             label = r["bundle"] if own_runs == {first} else f"{r['bundle']} ({r['run']})"
         else:
-            key = (task.task, r[task.group_key], label)
+            key = (table, r[task.group_key], label)
             if key in seen:
                 if _same_measurement(seen[key], r):
                     continue
                 label = f"{label} ({r['bundle']})"
             else:
                 seen[key] = r
-        out[task.task].append({**r, "label": label})
+        out[table].append({**r, "label": label})
     return {
         name: sorted(rs, key=lambda r: (r[tasks[r["bundle"]].group_key], r["method"] == "output"))
         for name, rs in out.items()
@@ -495,7 +504,7 @@ def markdown(rows: list[dict], speed: list[dict], tasks: dict[str, Task], meta: 
             others = [r for r in at if r["method"] not in ("output", "input")]
             if not others:  # a run measured without baselines (e.g. --runs shipped): the task's baseline rows
                 others = [r for r in rows if r["method"] not in ("output", "input")
-                          and tasks[r["bundle"]].task == task.task and at_target(r)]  # fmt: skip
+                          and table_of(r, tasks) == table_of(rs[0], tasks) and at_target(r)]  # fmt: skip
             if task.target_over:
                 others = [r for r in others if r["method"] == task.target_over]
             if out and others:
@@ -507,7 +516,7 @@ def markdown(rows: list[dict], speed: list[dict], tasks: dict[str, Task], meta: 
                     f"(target >= +1 dB: {'met' if gain >= 1 else 'NOT met'})"
                 )
             peers = [r for r in rows if r.get("peer") and r["method"] == "output" and "psnr" in r
-                     and tasks[r["bundle"]].task == task.task
+                     and table_of(r, tasks) == table_of(rs[0], tasks)
                      and abs(r[task.group_key] - float(task.target_group)) < 1e-9]  # fmt: skip
             for peer in peers if out else []:
                 gain = out["psnr"] - peer["psnr"]
@@ -684,11 +693,12 @@ def run_benchmark(
                 _train(bundle, ckpt_dir, run, [*extra, *_train_configs(bundle, run)], overrides)
             files = _eval_files(bundle, run_extra)
             run_over["ckpt_path"] = str(ckpt)
-            if (run.get("peer") or _shipped(run)) and host_params is not None:  # the host's baselines, tuned once
-                params, tried = host_params, []
+            own_data = bool(run.get("table"))  # measured on other data: baselines tuned on that data's validation
+            if (run.get("peer") or _shipped(run)) and host_params is not None and not own_data:
+                params, tried = host_params, []  # the host's baselines, tuned once
             else:
                 params, tried = tune_baselines(bundle, task, files, run_over, quick, cache)
-                host_params = params
+                host_params = host_params if own_data else params
             tuning += [{"bundle": bundle.name, "run": name, **t} for t in tried]
             work = out / "work" / bundle.name / name
             items_csv, bias_csv, seconds = evaluate_run(bundle, task, files, run_over, params, work, cache)
@@ -697,6 +707,8 @@ def run_benchmark(
                 r["eval_seconds"] = seconds
                 if run.get("peer"):
                     r["peer"] = run["peer"]
+                if run.get("table"):
+                    r["table"] = run["table"]
             rows += rs
             _plot(rs, task, out / "figures" / f"{bundle.name}_{name}_psnr.png", f"{bundle.name} ({name}), test split")
             _panels(work / "panels.npz", task, out / "figures" / f"{bundle.name}_{name}_panels.png", bundle.name)
@@ -748,7 +760,7 @@ def read_results(path: str | Path) -> list[dict[str, Any]]:
 def _numeric(row: dict[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in row.items():
-        if k in ("bundle", "run", "method", "group_key", "model"):
+        if k in ("bundle", "run", "method", "group_key", "model", "table"):
             out[k] = v
             continue
         try:
@@ -766,7 +778,9 @@ def _bm4d_meta(meta: dict[str, Any], speed: bool) -> None:
     seconds = bm4d_seconds() if speed else None
     meta["bm4d_seconds"] = seconds
     meta["bm4d_note"] = (
-        "- BM4D time: not measured (the optional non-commercial `baselines` extra is not installed)"
+        "- BM4D time: not measured in this run (speed not measured)"
+        if not speed
+        else "- BM4D time: not measured (the optional non-commercial `baselines` extra is not installed)"
         if seconds is None
         else f"- BM4D (bm4d package, default profile) on a 128 x 128 x 96 sphere phantom plus noise of std 0.1 "
         f"(`restorezoo.baselines.bm4d_seconds`): {seconds:.1f} s"
@@ -827,8 +841,7 @@ def merge(
     kept = [r for r in old_rows if (r["bundle"], r["run"]) not in measured]
 
     def key(r: dict) -> tuple:
-        task = tasks[r["bundle"]]
-        return task.task, r.get(task.group_key), r["method"]
+        return table_of(r, tasks), r.get(tasks[r["bundle"]].group_key), r["method"]
 
     have = {key(r) for r in kept if r["method"] != "output"}
     added = [r for r in new_rows if r["method"] == "output" or key(r) not in have]

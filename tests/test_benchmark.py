@@ -26,6 +26,7 @@ from restorezoo.benchmark import (
     read_results,
     run_benchmark,
     scoring_convention,
+    table_of,
     task_tables,
 )
 from restorezoo.peers import run_overlays
@@ -91,6 +92,36 @@ def test_a_run_measured_without_baselines_is_held_to_the_task_baselines():
     md = markdown(rows, [], tasks, {"command": "x", "date": "d", "machine": "m"})
     assert f"{film} (shipped) at drf 20: output 45.50 dB vs best baseline tv 44.00 dB: +1.50 dB" in md
     assert f"{film} (default) at drf 20: output 44.50 dB vs best baseline tv 44.00 dB: +0.50 dB" in md
+
+
+def test_runs_on_other_data_get_their_own_table_and_targets():
+    """A run with ``table`` (the held-out anatomy, doses between the benchmark's) is measured on other data: its
+    input / baselines are never merged with the task's rows, and its target line compares it with the baselines and
+    peers of its own table only."""
+    tasks = {b.name: load_task(b) for b in BUNDLES}
+    kpn = "ct_lowdose_featkpn"
+    heldout = [r for r in tasks[kpn].runs if r.get("table")]
+    assert {r["table"] for r in heldout} == {"ct_denoising_heldout", "ct_denoising_between_doses"}
+    assert all(r.get("weights") == "pretrained" and r["overrides"]["data_cache_dir"] for r in heldout)
+    table = "ct_denoising_heldout"
+    rows = [
+        {"bundle": kpn, "run": "default", "method": "input", "dose": 0.25, "psnr": 41.0},
+        {"bundle": kpn, "run": "default", "method": "bm3d", "dose": 0.25, "psnr": 46.0, "param": 1.0},
+        {"bundle": kpn, "run": "default", "method": "output", "dose": 0.25, "psnr": 46.5},
+        {"bundle": kpn, "run": "redcnn", "method": "output", "dose": 0.25, "psnr": 45.0, "peer": "RED-CNN"},
+        {"bundle": kpn, "run": "heldout_pelvis", "method": "input", "dose": 0.25, "psnr": 26.0, "table": table},
+        {"bundle": kpn, "run": "heldout_pelvis", "method": "bm3d", "dose": 0.25, "psnr": 38.0, "table": table},
+        {"bundle": kpn, "run": "heldout_pelvis", "method": "output", "dose": 0.25, "psnr": 30.0, "table": table},
+    ]
+    tables = task_tables(rows, tasks)
+    assert [r["label"] for r in tables[table]] == ["input", "bm3d", "ct_lowdose_featkpn (heldout_pelvis)"]
+    assert [r["psnr"] for r in tables["ct_denoising"] if r["label"] == "input"] == [41.0]  # one input: not merged
+    md = markdown(rows, [], tasks, {"command": "x", "date": "d", "machine": "m"})
+    assert f"### {table}" in md
+    assert f"{kpn} (heldout_pelvis) at dose 0.25: output 30.00 dB vs best baseline bm3d 38.00 dB: -8.00 dB" in md
+    assert "(heldout_pelvis) at dose 0.25: output 30.00 dB vs peer" not in md  # the peer was measured elsewhere
+    assert f"{kpn} (default) at dose 0.25: output 46.50 dB vs peer RED-CNN 45.00 dB: +1.50 dB" in md
+    assert table_of(rows[-1], tasks) == table and table_of(rows[0], tasks) == "ct_denoising"
 
 
 def _results_dir(path: Path, rows: list[dict], speed: list[dict], meta: dict, figures: list[str]) -> Path:
@@ -285,7 +316,7 @@ def test_tiny_benchmark_all_bundles(export_of, data_cache, tmp_path):
     for bundle in BUNDLES:
         _, work, _, _, _ = export_of(bundle)  # perturbed weights, tiny data, run-time overlay
         ckpts[bundle.name] = str(work / "weights.pt")
-        runs = load_task(bundle).runs
+        runs = [r for r in load_task(bundle).runs if not r.get("table")]  # runs on other data: their own test
         for run in runs[1:]:  # extra runs (SR x2, the learned peers): weights of that network
             if run.get("requires") and importlib.util.find_spec(run["requires"]) is None:
                 continue  # an optional peer that is not installed: the benchmark skips it
@@ -322,8 +353,10 @@ def test_tiny_benchmark_all_bundles(export_of, data_cache, tmp_path):
             speed_shape=(32, 32, 8) if bundle.name == "ct_throughplane_sr" else (32, 32, 16),
             readme=readme,
             baselines=TINY_BASELINES,
+            runs=[r.get("name", "default") for r in load_task(bundle).runs if not r.get("table")],
         )
         task = load_task(bundle)
+        task.runs = [r for r in task.runs if not r.get("table")]
         chosen = [b for b in task.baselines if b in TINY_BASELINES]
         rows = _read(out / "results.csv")
         assert rows, bundle.name
@@ -390,6 +423,37 @@ def test_tiny_benchmark_all_bundles(export_of, data_cache, tmp_path):
     assert pet_peers and pet_peers <= {r["label"] for r in tables["pet_denoising"]}  # the PET peers, always installed
     pet = [r for r in tables["pet_denoising"] if r["label"] == "input"]
     assert all(r.get("lesion_suvmax_bias_pct") is not None for r in pet)  # the bundles' own SUV bias report
+
+
+@pytest.mark.slow
+def test_heldout_run_tunes_its_own_baselines_and_gets_its_own_table(tmp_path):
+    """The held-out pelvis run of the shipped Feat-KPN weights, on a coarse pelvis grid (the run's data settings
+    replaced by small ones): the baselines are tuned on that dataset's validation volume although the run measures
+    shipped weights, and the rows form the table the run names."""
+    bundle = next(b for b in BUNDLES if b.name == "ct_lowdose_featkpn")
+    run = next(r for r in load_task(bundle).runs if r["name"] == "heldout_pelvis")
+    small = {**run["overrides"]["phantom_kwargs"], "grids": {"pelvis": [[64, 64, 2], [5.6, 5.6, 6.0]]}}
+    out = tmp_path / "out"
+    run_benchmark(
+        bundles=[bundle],
+        out=out,
+        overrides={"data_cache_dir": str(tmp_path / "pelvis"), "phantom_kwargs": small},
+        quick=True,
+        speed=False,
+        baselines=["gaussian"],
+        runs=["heldout_pelvis"],
+    )
+    rows = _read(out / "results.csv")
+    assert {r["table"] for r in rows} == {run["table"]} and {r["run"] for r in rows} == {"heldout_pelvis"}
+    assert {float(r["dose"]) for r in rows} == set(run["overrides"]["doses"]) == {0.1, 0.15, 0.25}
+    assert {r["method"] for r in rows} == {"input", "gaussian", "output"}
+    tuning = _read(out / "tuning.csv")
+    assert {r["run"] for r in tuning} == {"heldout_pelvis"}  # tuned on the held-out validation volume
+    assert {float(r["dose"]) for r in tuning} == {0.1, 0.15, 0.25}
+    datalist = json.loads((tmp_path / "pelvis" / "datalist.json").read_text())
+    assert {i["anatomy"] for s in ("validation", "test") for i in datalist[s]} == {"pelvis"}
+    assert not datalist["training"]
+    assert f"### {run['table']}" in (out / "results.md").read_text()
 
 
 @pytest.mark.slow

@@ -22,6 +22,7 @@ from common.phantoms import (
     build_pet_dataset,
     ct_body_phantom,
     ct_head_phantom,
+    ct_pelvis_phantom,
     default_data_dir,
     pet_brain_phantom,
     pet_torso_phantom,
@@ -49,6 +50,7 @@ SMALL = {
     pet_brain_phantom: ((32, 32, 24), (6.0, 6.0, 6.0), "activity"),
     ct_head_phantom: ((64, 64, 12), (3.0, 3.0, 6.0), "hu"),
     ct_body_phantom: ((64, 64, 12), (5.0, 5.0, 6.0), "hu"),
+    ct_pelvis_phantom: ((64, 64, 4), (5.6, 5.6, 6.0), "hu"),
 }
 
 
@@ -168,6 +170,29 @@ def test_ct_body_hu_ranges_and_fits_scan_circle():
     x, y, _ = grid.coords()
     radius = np.broadcast_to(np.sqrt(x**2 + y**2), hu.shape)
     assert radius[lab > 0].max() < 160.0
+
+
+def test_ct_pelvis_is_a_region_and_texture_the_training_phantoms_never_show():
+    """The held-out anatomy: pelvic bones, bladder or femoral heads and no lung, at 0.7 mm by default, with marrow and
+    fat texture finer than the training body phantom's (more of its variance between neighbouring pixels)."""
+    d = ct_pelvis_phantom(4, (256, 256, 4), (1.4, 1.4, 3.0))
+    hu, lab = d["hu"], d["labels"]
+    assert not (lab == TORSO_LABELS["lung"]).any() and not (lab == TORSO_LABELS["myocardium"]).any()
+    assert (lab == TORSO_LABELS["bone"]).sum() > 500 and (lab == TORSO_LABELS["marrow"]).sum() > 200
+    assert (lab == TORSO_LABELS["bladder"]).any() or (lab == TORSO_LABELS["marrow"]).sum() > 2000  # femoral heads
+    assert 20 <= interior_median(hu, lab, TORSO_LABELS["soft_tissue"]) <= 80
+    body = ct_body_phantom(4, (256, 256, 4), (1.4, 1.4, 3.0))
+
+    def roughness(phantom: dict, name: str) -> float:  # std of the in-plane neighbour difference inside the tissue
+        inside = ndimage.binary_erosion(phantom["labels"] == TORSO_LABELS[name], np.ones((3, 3, 1)), iterations=2)
+        return float(np.diff(phantom["hu"], axis=0)[inside[1:]].std())
+
+    assert roughness(d, "fat") > 1.8 * roughness(body, "fat")
+    assert roughness(d, "marrow") > 3.0 * roughness(body, "marrow")
+    grid = Grid(hu.shape, (1.4, 1.4, 3.0))
+    x, y, _ = grid.coords()
+    radius = np.broadcast_to(np.sqrt(x**2 + y**2), hu.shape)
+    assert radius[lab > 0].max() < 179.2  # inside the scan circle
 
 
 # ----------------------------------------------------------------------------------------------------- datasets
