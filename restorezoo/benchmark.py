@@ -78,12 +78,13 @@ class Task:
 
 def load_task(bundle: Path) -> Task:
     """The benchmark description of ``bundle`` (``configs/benchmark.yaml``)."""
+    from common.configs import expand_shared_macros
     from restorezoo.baselines import available_baselines
 
     path = bundle / "configs" / "benchmark.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing (every bundle describes its benchmark there)")
-    spec = (yaml.safe_load(path.read_text()) or {}).get("benchmark")
+    spec = (yaml.safe_load(expand_shared_macros(path.read_text())) or {}).get("benchmark")
     if not spec:
         raise ValueError(f"{path}: no 'benchmark' block")
     baselines = spec.get("baselines", "auto")
@@ -102,6 +103,12 @@ def load_task(bundle: Path) -> Task:
     )
 
 
+def _group_value(value: Any) -> float:
+    """A dose / DRF group as a plain float: the reports write float32 tensors (0.1 -> 0.10000000149...), so keep
+    the 6 significant digits float32 carries and the config's 0.1 and the report's 0.1 fall in one group."""
+    return float(f"{float(value):.6g}")
+
+
 class PanelCollector:
     """Evaluator handler: keep the middle axial slice of ``keys`` for the first item of every dose group, saved to
     ``<output_dir>/panels.npz`` (``"<group>|<key>"`` -> 2D array) when the run completes."""
@@ -118,7 +125,7 @@ class PanelCollector:
         outputs = engine.state.output if isinstance(engine.state.output, list) else [engine.state.output]
         batch = engine.state.batch if isinstance(engine.state.batch, list) else [engine.state.batch]
         for out, item in zip(outputs, batch, strict=False):
-            group = float(torch.as_tensor(item.get(self.group_key, out.get(self.group_key))).reshape(-1)[0])
+            group = _group_value(torch.as_tensor(item.get(self.group_key, out.get(self.group_key))).reshape(-1)[0])
             for key in self.keys:
                 name = f"{group:g}|{key}"
                 if name in self.slices or out.get(key) is None:
@@ -195,7 +202,7 @@ def tune_baselines(
     for item in parser.get_parsed_content("datalist_items"):
         image, _ = load_nifti(item["image"])
         label, _ = load_nifti(item["label"])
-        by_dose[float(item[task.group_key])].append((image, torch.as_tensor(label)[None]))
+        by_dose[_group_value(item[task.group_key])].append((image, torch.as_tensor(label)[None]))
     rows: list[dict[str, Any]] = []
     best: dict[str, dict[float, float]] = defaultdict(dict)
     for name in task.baselines:
@@ -304,7 +311,7 @@ def _suv_bias(path: Path, group_key: str) -> dict[tuple[float, str], dict[str, f
     acc: dict[tuple[float, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in rows:
         for stat in ("suvmean_bias_pct", "suvmax_bias_pct"):
-            acc[(float(r[group_key]), r["method"])][f"{r['region']}_{stat}"].append(float(r[stat]))
+            acc[(_group_value(r[group_key]), r["method"])][f"{r['region']}_{stat}"].append(float(r[stat]))
     return {k: {m: float(np.mean(v)) for m, v in d.items()} for k, d in acc.items()}
 
 
@@ -323,7 +330,7 @@ def summarize(
         items = list(csv.DictReader(f))
     groups: dict[float, list[dict]] = defaultdict(list)
     for r in items:
-        groups[float(r[task.group_key])].append(r)
+        groups[_group_value(r[task.group_key])].append(r)
     rows = []
     for g in sorted(groups):
         rs = groups[g]
