@@ -125,6 +125,44 @@ def test_every_bundle_has_a_full_recipe_longer_than_its_demo(bundle):
         assert "ExponentialLR" in str(parser.get("lr_scheduler")), "a new schedule needs its own check here"
 
 
+def test_featkpn_clinical_overlay_adds_clinical_volumes_at_the_full_recipes_iterations(tmp_path):
+    """``train_clinical.yaml`` (on the full recipe) appends the shared clinical-sampling volumes to the training items,
+    each with its noise-free phantom (so the full recipe's fresh noise reaches them too), from their own cache and
+    phantom seed; with twice the volumes it trains half the epochs at the squared per-epoch decay, i.e. the full
+    recipe's iterations and learning-rate curve. Tiny grids stand in for the 512 x 512 slabs."""
+    bundle = BUNDLES[[b.name for b in BUNDLES].index("ct_lowdose_featkpn")]
+    configs = bundle / "configs"
+    full_files = [configs / "train.yaml", configs / "train_full.yaml"]
+    clinical_files = [*full_files, configs / "train_clinical.yaml"]
+    smoke = yaml.safe_load((configs / "smoke.yaml").read_text())
+    piece = yaml.safe_load((bundle.parent.parent / "common" / "configs" / "train.yaml").read_text())
+    clinical_piece = piece["ct_clinical_datalist"]
+    clinical_piece["data_cache_dir"] = str(tmp_path / "clinical")
+    clinical_piece["phantom_kwargs"].update(
+        n_train=2,
+        doses=[0.25],
+        grids=smoke["phantom_kwargs"]["grids"],
+        acquisition=smoke["phantom_kwargs"]["acquisition"],
+    )
+    parsers = [_parser(bundle, files) for files in (full_files, clinical_files)]
+    for parser in parsers:
+        parser.update({"phantom_kwargs": smoke["phantom_kwargs"], "data_cache_dir": str(tmp_path / "ct")})
+        parser["output_dir"] = str(tmp_path / "out")
+    parsers[1]["ct_clinical_datalist"] = clinical_piece
+    full, clinical = (p.get_parsed_content("train#items") for p in parsers)
+
+    assert clinical[: len(full)] == full and len(clinical) == len(full) + 2
+    extra = clinical[len(full) :]
+    assert all(Path(item["image"]).is_relative_to(tmp_path / "clinical") for item in extra)
+    assert all(Path(item["phantom_hu"]).is_file() and item["dose"] == 0.25 for item in extra)
+    assert not {item["phantom"]["seed"] for item in extra} & {item["phantom"]["seed"] for item in full}
+    epochs = [p.get_parsed_content("max_epochs") for p in parsers]
+    decay = [p.get_parsed_content("lr_decay") for p in parsers]
+    assert epochs[0] * len(full) == epochs[1] * len(clinical)
+    assert decay[0] ** epochs[0] == pytest.approx(decay[1] ** epochs[1], rel=1e-9)
+    assert Path(parsers[1].get_parsed_content("ckpt_dir")).name == "models_clinical"
+
+
 def test_half_storage_keeps_tensors_beyond_float16_range():
     from restorezoo.pretrained import _half
 
