@@ -301,7 +301,8 @@ def benchmark(
         md = render(out, readme, measure_bm4d, bundles_dir=bundles_dir)
         print(md.read_text())
         return str(md)
-    ckpts = dict(item.split("=", 1) for item in ckpt.split(",")) if ckpt else {}
+    # paths as the user typed them, relative to this folder: the runs work in their own folders
+    ckpts = {k: str(Path(v).resolve()) for k, v in (item.split("=", 1) for item in ckpt.split(","))} if ckpt else {}
     names = _names(bundles)
     md = run_benchmark(
         bundles=names or None,
@@ -309,7 +310,7 @@ def benchmark(
         out=out,
         train=train,
         ckpts=ckpts,
-        extra_configs=config.split(",") if config else (),
+        extra_configs=[str(Path(c).resolve()) for c in config.split(",")] if config else (),
         overrides=overrides,
         quick=quick,
         speed=speed,

@@ -471,3 +471,19 @@ def test_speed_command_plain_window(tmp_path):
     assert [r[0].strip() for r in rows] == ["MONAI UNet (16,32,64,128) reference", "pet_lowdose_film_unet"]
     assert rows[0][3].strip() == "128x128x96" and rows[1][3].strip() == "32x32x16"
     assert float(rows[0][6]) == 1.0 and 0 < float(rows[1][6])
+
+
+def test_benchmark_command_resolves_weights_and_overlays_from_the_callers_folder(tmp_path, monkeypatch):
+    """`restorezoo benchmark --ckpt name=models/x.pt --config extra.yaml` with paths relative to where it is typed:
+    the runs work in folders of their own, so the command hands them absolute paths (a relative path was reported
+    as missing weights)."""
+    import restorezoo.benchmark as bench
+    from restorezoo import cli
+
+    seen = {}
+    monkeypatch.setattr(bench, "run_benchmark", lambda **kw: seen.update(kw) or tmp_path / "results.md")
+    (tmp_path / "results.md").write_text("ok")
+    monkeypatch.chdir(tmp_path)
+    cli.benchmark(bundles="ct_lowdose_featkpn", ckpt="ct_lowdose_featkpn:shipped=models/x.pt", config="a.yaml,b.yaml")
+    assert seen["ckpts"] == {"ct_lowdose_featkpn:shipped": str(tmp_path / "models" / "x.pt")}
+    assert list(seen["extra_configs"]) == [str(tmp_path / "a.yaml"), str(tmp_path / "b.yaml")]
