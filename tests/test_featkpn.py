@@ -15,7 +15,14 @@ from common.datalist import reference_items, select_items
 from common.errors import InputDataError
 from common.inferers import SliceWiseInferer, pad_to_multiple
 from common.losses import AnatomicalPerceptionLoss
-from common.networks import AnatomyUNet, FeatKPN, apply_pixel_kernels, apply_pixel_kernels_unfold, normalize_kernels
+from common.networks import (
+    AnatomyUNet,
+    FeatKPN,
+    apply_pixel_kernels,
+    apply_pixel_kernels_unfold,
+    estimate_noise_std,
+    normalize_kernels,
+)
 from common.transforms import HUBandLabeld, hu_band_labels
 
 BUNDLE = ROOT / "bundles" / "ct_lowdose_featkpn"
@@ -95,6 +102,49 @@ def test_featkpn_output_is_input_when_the_last_conv_is_zero():
     x = torch.rand(1, 1, 16, 16)
     with torch.no_grad():
         torch.testing.assert_close(net(x), x)  # global residual
+
+
+# ---------------------------------------------------------------------------------------- noise-level input
+def test_noise_level_estimate_tracks_white_noise_and_ignores_clipped_air():
+    g = torch.Generator().manual_seed(0)
+    ramp = torch.linspace(0.2, 1.0, 96).view(1, 1, 1, 96).expand(3, 1, 96, 96)  # smooth structure: cancelled
+    stds = torch.tensor([0.005, 0.02, 0.08]).view(3, 1, 1, 1)
+    x = ramp + stds * torch.randn(3, 1, 96, 96, generator=g)
+    est = estimate_noise_std(x)
+    assert est.shape == (3, 1, 1, 1)
+    torch.testing.assert_close(est, stds, rtol=0.1, atol=0.0)
+    clipped = x.clone()
+    clipped[..., :60] = 0.0  # most of the image flat at the window floor, as air in a windowed CT slice
+    torch.testing.assert_close(estimate_noise_std(clipped), stds, rtol=0.15, atol=0.0)
+    assert float(estimate_noise_std(torch.zeros(1, 1, 8, 8))) == 0.0
+    with pytest.raises(ValueError, match="H, W >= 3"):
+        estimate_noise_std(torch.zeros(1, 1, 2, 8))
+
+
+def test_featkpn_noise_level_input_uses_the_level_and_keeps_the_residual():
+    torch.manual_seed(0)
+    net = FeatKPN(noise_level_input=True).eval()
+    assert net.encoder.level0[0].in_channels == 2 and net.kernel_encoder.level0[0].in_channels == 2
+    assert FeatKPN().encoder.level0[0].in_channels == 1  # the default keeps the shipped weights' layout
+    blind = FeatKPN(noise_level_input=True, noise_level_scale=0.0).eval()  # same weights, level channel all zero
+    blind.load_state_dict(net.state_dict())
+    x = 0.5 + 0.03 * torch.randn(1, 1, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert not torch.allclose(net(x), blind(x))  # the level reaches the output
+        torch.nn.init.zeros_(net.out_conv.weight)
+        torch.nn.init.zeros_(net.out_conv.bias)
+        torch.testing.assert_close(net(x), x)  # global residual on the image channel only
+    with pytest.raises(TypeError, match="True or False"):
+        FeatKPN(noise_level_input="true")
+
+
+def test_noise_level_overlay_sets_the_option_for_training_and_inference():
+    from common.configs import load_config_files
+
+    for name in ("train.yaml", "inference.yaml"):
+        parser = ConfigParser()
+        parser.read_config(load_config_files([CONFIGS / name, CONFIGS / "noise_level.yaml"]))
+        assert parser.get_parsed_content("network_def").noise_level_input
 
 
 # ---------------------------------------------------------------------------------------- slice-wise inference

@@ -6,6 +6,7 @@
 - :mod:`common.networks.film_unet` — :class:`FiLMUNet` (bundle ``pet_lowdose_film_unet``).
 - :mod:`common.networks.pixel_kernels` — per-pixel, per-channel kernel application (kernel-prediction networks).
 - :mod:`common.networks.featkpn` — :class:`FeatKPN` (bundle ``ct_lowdose_featkpn``).
+- :mod:`common.networks.noise_level` — a per-image noise level from the image itself (an optional FeatKPN input).
 - :mod:`common.networks.throughplane_sr` — :class:`ThroughPlaneSRNet` (bundle ``ct_throughplane_sr``).
 - :mod:`common.networks.perception_unet` — :class:`AnatomyUNet`, the frozen HU-band segmenter behind Feat-KPN's
   anatomical perception loss.
@@ -22,6 +23,7 @@ from .featkpn import FeatKPN
 from .film import FiLM, FiLMGenerator, film_modulate
 from .film_unet import FiLMUNet
 from .nafnet import NAFAutoencoder, NAFDecoder, NAFEncoder, NAFStudent, StudentWithIntermediates
+from .noise_level import estimate_noise_std, noise_level_map
 from .perception_unet import AnatomyUNet
 from .pixel_kernels import apply_pixel_kernels, apply_pixel_kernels_unfold, normalize_kernels
 from .refiner import EstimateRefiner, RefinerUNet, TimeResBlock
@@ -38,6 +40,8 @@ __all__ = [
     "NAFStudent",
     "StudentWithIntermediates",
     "ThroughPlaneSRNet",
+    "estimate_noise_std",
+    "noise_level_map",
     "linear_upsample_z",
     "shuffle_z",
     "FeatKPN",

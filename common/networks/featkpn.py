@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 
 from .args import require_bool
+from .noise_level import noise_level_map
 from .pixel_kernels import apply_pixel_kernels, normalize_kernels
 
 __all__ = ["FeatKPN", "KPNEncoder", "KernelHead", "ResBlock", "UpConv"]
@@ -104,6 +105,11 @@ class FeatKPN(nn.Module):
         normalize_kernels: softmax over the ``k*k`` taps (each kernel a local weighted average); False applies the
             raw predicted kernels as the original code does.
         negative_slope: LeakyReLU slope.
+        noise_level_input: both encoders also get a constant channel holding the slice's own noise level
+            (:func:`common.networks.noise_level.noise_level_map`, computed inside the network from its input, so no
+            pipeline change is needed); False (the shipped weights) is the original single-channel network.
+        noise_level_scale: multiplies that level (intensity units: HU / 4096 in the bundle, where 100 brings the
+            phantoms' noise to about 0.1-3).
 
     Shapes: ``(B, in_channels, H, W)`` -> ``(B, out_channels, H, W)``, ``H`` and ``W`` multiples of 4.
 
@@ -123,6 +129,8 @@ class FeatKPN(nn.Module):
         kernel_size: int = 5,
         normalize_kernels: bool = False,
         negative_slope: float = 0.2,
+        noise_level_input: bool = False,
+        noise_level_scale: float = 100.0,
     ) -> None:
         super().__init__()
         if spatial_dims != 2:
@@ -133,12 +141,15 @@ class FeatKPN(nn.Module):
             raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size}")
         self.kernel_size = int(kernel_size)
         self.normalize = require_bool(normalize_kernels, "normalize_kernels")
+        self.noise_level_input = require_bool(noise_level_input, "noise_level_input")
+        self.noise_level_scale = float(noise_level_scale)
         s, nf, nk = negative_slope, int(features), int(kernel_features)
-        self.encoder = KPNEncoder(in_channels, nf, s)
+        enc_in = in_channels + int(self.noise_level_input)
+        self.encoder = KPNEncoder(enc_in, nf, s)
         self.proj0 = nn.Sequential(_conv3(nf, nk), nn.LeakyReLU(s, inplace=True))
         self.proj1 = nn.Sequential(_conv3(2 * nf, 2 * nk), nn.LeakyReLU(s, inplace=True))
         self.proj2 = nn.Sequential(_conv3(4 * nf, 4 * nk), nn.LeakyReLU(s, inplace=True))
-        self.kernel_encoder = KPNEncoder(in_channels, nf, s)
+        self.kernel_encoder = KPNEncoder(enc_in, nf, s)
         self.head0 = KernelHead(nf, nk, kernel_size, s)
         self.head1 = KernelHead(2 * nf, 2 * nk, kernel_size, s)
         self.head2 = KernelHead(4 * nf, 4 * nk, kernel_size, s)
@@ -156,8 +167,9 @@ class FeatKPN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] % 4 != 0 or x.shape[-2] % 4 != 0:
             raise ValueError(f"FeatKPN needs H and W to be multiples of 4, got {x.shape[-2]} x {x.shape[-1]}")
-        e0, e1, e2 = self.encoder(x)
-        k0, k1, k2 = self.kernel_encoder(x)
+        inp = torch.cat([x, noise_level_map(x, self.noise_level_scale)], dim=1) if self.noise_level_input else x
+        e0, e1, e2 = self.encoder(inp)
+        k0, k1, k2 = self.kernel_encoder(inp)
         y2 = self._filter(self.proj2(e2), self.head2(k2))
         y1 = self.up2(y2) + self._filter(self.proj1(e1), self.head1(k1))
         y0 = self.up1(self.dec1(y1)) + self._filter(self.proj0(e0), self.head0(k0))
