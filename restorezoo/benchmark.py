@@ -774,6 +774,9 @@ def _numeric(row: dict[str, str]) -> dict[str, Any]:
             out[k] = float(v) if v != "" else None
         except ValueError:
             out[k] = v
+    group = row.get("group_key")
+    if group and out.get(group) is not None:  # files written before the group values were rounded: 0.1000000015
+        out[group] = _group_value(out[group])
     return out
 
 

@@ -212,6 +212,25 @@ def test_merge_replaces_the_measured_runs_and_keeps_the_rest(tmp_path):
         merge(tmp_path / "nothing", into)
 
 
+def test_results_written_before_rounding_fall_in_the_same_dose_group(tmp_path):
+    """Results files of earlier runs hold float32 doses (0.10000000149...); read back they must group with today's
+    0.1, or a merge would split one dose into two table groups."""
+    rows = [
+        {
+            "bundle": "b",
+            "run": "old",
+            "dose": "0.10000000149011612",
+            "group_key": "dose",
+            "method": "bm3d",
+            "psnr": 42.0,
+        },
+        {"bundle": "b", "run": "new", "dose": "0.1", "group_key": "dose", "method": "output", "psnr": 43.0},
+        {"bundle": "b", "run": "new", "dose": "0.25", "group_key": "dose", "method": "output", "psnr": 46.0},
+    ]
+    folder = _results_dir(tmp_path / "r", rows, [], {}, [])
+    assert [r["dose"] for r in read_results(folder / "results.csv")] == [0.1, 0.1, 0.25]
+
+
 def test_baselines_reduce_noise_and_keep_shape():
     import numpy as np
 
