@@ -508,10 +508,10 @@ def markdown(rows: list[dict], speed: list[dict], tasks: dict[str, Task], meta: 
 
             at = [r for r in rs if at_target(r)]
             out = next((r for r in at if r["method"] == "output"), None)
-            others = [r for r in at if r["method"] not in ("output", "input")]
-            if not others:  # a run measured without baselines (e.g. --runs shipped): the task's baseline rows
-                others = [r for r in rows if r["method"] not in ("output", "input")
-                          and table_of(r, tasks) == table_of(rs[0], tasks) and at_target(r)]  # fmt: skip
+            # every baseline row of the run's table, whichever run measured it (a merged table holds each baseline
+            # once, e.g. BM3D re-run with one bundle's shipped weights), not only the run's own
+            others = [r for r in rows if r["method"] not in ("output", "input")
+                      and table_of(r, tasks) == table_of(rs[0], tasks) and at_target(r)]  # fmt: skip
             if task.target_over:
                 others = [r for r in others if r["method"] == task.target_over]
             if out and others:
@@ -824,7 +824,11 @@ def render(
 
 
 def merge(
-    new: str | Path, into: str | Path, bundles_dir: str | Path = "bundles", readme: str | Path | None = None
+    new: str | Path,
+    into: str | Path,
+    bundles_dir: str | Path = "bundles",
+    readme: str | Path | None = None,
+    replace_baselines: Sequence[str] = (),
 ) -> Path:
     """Merge the results of a partial run (``new``, e.g. ``--runs shipped`` of one bundle) into an earlier run's
     folder ``into`` (e.g. ``benchmarks/results``), then re-write its ``results.md`` (and the ``readme`` section);
@@ -832,8 +836,11 @@ def merge(
 
     - rows: every (bundle, run) measured in ``new`` replaces that (bundle, run)'s rows in ``into``; the input and
       baseline rows of ``new`` are added only where ``into`` has no row of the same task, group value and method (the
-      same items scored by the same code, so the earlier, complete baseline set stays the reference);
-    - tuning: the tried parameters of the measured (bundle, run) pairs replace theirs;
+      same items scored by the same code, so the earlier, complete baseline set stays the reference), except the
+      baselines named in ``replace_baselines`` (re-measured on purpose, e.g. after a baseline code change): their rows
+      in ``new`` replace those of the same table, group value and method, whichever run measured them;
+    - tuning: the tried parameters of the measured (bundle, run) pairs replace theirs, and those of a replaced
+      baseline go with its rows;
     - speed: ``new``'s bundle rows replace the rows of the same model; the reference row of ``into`` stays (each
       ``x reference`` was measured against the reference of its own run);
     - meta: both commands and dates are kept; BM4D's time is ``new``'s only if ``new`` measured it;
@@ -853,6 +860,9 @@ def merge(
     def key(r: dict) -> tuple:
         return table_of(r, tasks), r.get(tasks[r["bundle"]].group_key), r["method"]
 
+    fresh = {key(r) for r in new_rows if r["method"] in replace_baselines}
+    replaced = {(r["bundle"], r["run"], r["method"]) for r in kept if key(r) in fresh}
+    kept = [r for r in kept if key(r) not in fresh]
     have = {key(r) for r in kept if r["method"] != "output"}
     added = [r for r in new_rows if r["method"] == "output" or key(r) not in have]
     _write_csv(into / "results.csv", kept + added)
@@ -863,7 +873,11 @@ def merge(
         with open(path) as f:
             return list(csv.DictReader(f))
 
-    tuning = [r for r in read_plain(into / "tuning.csv") if (r["bundle"], r["run"]) not in measured]
+    tuning = [
+        r
+        for r in read_plain(into / "tuning.csv")
+        if (r["bundle"], r["run"]) not in measured and (r["bundle"], r["run"], r["baseline"]) not in replaced
+    ]
     _write_csv(into / "tuning.csv", tuning + read_plain(new / "tuning.csv"))
     new_speed = [r for r in read_plain(new / "speed.csv") if r["model"] in tasks]  # bundles, not the reference
     names = {r["model"] for r in new_speed}

@@ -280,6 +280,7 @@ def benchmark(
     baselines: str | None = None,
     runs: str | None = None,
     merge_into: str | None = None,
+    replace_baselines: str | None = None,
 ) -> str:
     """Benchmark every bundle of ``--bundles_dir`` (default ``./bundles``; or ``--bundles a,b``) against its input
     and classical baselines per dose, with speed and memory (see restorezoo/benchmark.py). ``--ckpt name=path,...``
@@ -291,7 +292,8 @@ def benchmark(
     ``--runs shipped`` only those runs of each bundle's benchmark.yaml (default: all; ``shipped`` measures the weights
     shipped in the bundles without training or needing the defaults); ``--merge_into benchmarks/results``: merge
     this run's rows into an earlier, complete run's folder (the runs measured now replace theirs; restorezoo/
-    benchmark.py ``merge``) and render that folder (and ``--readme``) instead."""
+    benchmark.py ``merge``) and render that folder (and ``--readme``) instead; ``--replace_baselines bm3d``: with
+    ``--merge_into``, this run's rows of those baselines replace the earlier ones (a deliberate re-measurement)."""
     import shlex
     import sys
 
@@ -322,7 +324,7 @@ def benchmark(
         runs=_names(runs) or None,
     )
     if merge_into:
-        md = merge(out, merge_into, bundles_dir, readme)
+        md = merge(out, merge_into, bundles_dir, readme, _names(replace_baselines))
     print(md.read_text())
     return str(md)
 

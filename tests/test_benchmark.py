@@ -81,7 +81,8 @@ def test_runs_filter_measures_only_the_named_runs_and_the_tables_still_name_them
 
 def test_a_run_measured_without_baselines_is_held_to_the_task_baselines():
     """``--runs shipped --baselines gaussian`` rows merged with an earlier run's baselines: the target line of the
-    shipped run compares it with the task's best baseline at the target group."""
+    shipped run compares it with the task's best baseline at the target group, whichever run of the table measured
+    it."""
     tasks = {b.name: load_task(b) for b in BUNDLES}
     film = "pet_lowdose_film_unet"
     rows = [
@@ -92,6 +93,11 @@ def test_a_run_measured_without_baselines_is_held_to_the_task_baselines():
     md = markdown(rows, [], tasks, {"command": "x", "date": "d", "machine": "m"})
     assert f"{film} (shipped) at drf 20: output 45.50 dB vs best baseline tv 44.00 dB: +1.50 dB" in md
     assert f"{film} (default) at drf 20: output 44.50 dB vs best baseline tv 44.00 dB: +0.50 dB" in md
+    # a baseline re-measured in another run of the table (merged): every run is held to the table's best
+    rows.append({"bundle": film, "run": "shipped", "method": "bm4d", "drf": 20.0, "psnr": 44.8, "param": 2.0})
+    md = markdown(rows, [], tasks, {"command": "x", "date": "d", "machine": "m"})
+    assert f"{film} (default) at drf 20: output 44.50 dB vs best baseline bm4d 44.80 dB: -0.30 dB" in md
+    assert f"{film} (shipped) at drf 20: output 45.50 dB vs best baseline bm4d 44.80 dB: +0.70 dB" in md
 
 
 def test_runs_on_other_data_get_their_own_table_and_targets():
@@ -210,6 +216,40 @@ def test_merge_replaces_the_measured_runs_and_keeps_the_rest(tmp_path):
     assert "45.60" in readme.read_text() and "old" not in readme.read_text()
     with pytest.raises(FileNotFoundError, match="no benchmark results"):
         merge(tmp_path / "nothing", into)
+
+
+def test_merge_replaces_a_baseline_remeasured_on_purpose(tmp_path):
+    """``--merge_into ... --replace_baselines bm3d``: BM3D re-run with one bundle's shipped weights replaces the BM3D
+    row that another run of the same table measured earlier (and its tuning rows); other baselines stay."""
+    kpn, distill = "ct_lowdose_featkpn", "ct_lowdose_anatomy_distill"
+    base = {"dose": 0.1, "group_key": "dose", "ssim": 0.99}
+    old = [
+        {"bundle": distill, "run": "default", "method": "bm3d", "psnr": 42.0, "param": 2.8, **base},
+        {"bundle": distill, "run": "default", "method": "tv", "psnr": 41.0, "param": 0.01, **base},
+        {"bundle": kpn, "run": "shipped", "method": "output", "psnr": 42.85, **base},
+    ]
+    new = [
+        {"bundle": kpn, "run": "shipped", "method": "bm3d", "psnr": 43.87, "param": 2.8, **base},
+        {"bundle": kpn, "run": "shipped", "method": "output", "psnr": 42.85, **base},
+    ]
+    meta = {"command": "c", "date": "d", "machine": "m", "bm4d_seconds": None, "bm4d_note": ""}
+    into = _results_dir(tmp_path / "into", old, [], meta, [])
+    part = _results_dir(tmp_path / "part", new, [], meta, [])
+    tuning = [{"bundle": distill, "run": "default", "baseline": b, "dose": 0.1, "param": 1.0, "val_psnr": 40.0, "n": 2}
+              for b in ("bm3d", "tv")]  # fmt: skip
+    with open(into / "tuning.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(tuning[0]))
+        w.writeheader()
+        w.writerows(tuning)
+    kept = _results_dir(tmp_path / "kept", old, [], meta, [])
+    merge(part, kept)  # without replace_baselines the earlier BM3D row stays the reference
+    assert {r["psnr"] for r in read_results(kept / "results.csv") if r["method"] == "bm3d"} == {42.0}
+    md = merge(part, into, replace_baselines=["bm3d"]).read_text()
+    rows = read_results(into / "results.csv")
+    assert {(r["bundle"], r["psnr"]) for r in rows if r["method"] == "bm3d"} == {(kpn, 43.87)}
+    assert [r["psnr"] for r in rows if r["method"] == "tv"] == [41.0]
+    assert {r["baseline"] for r in _read(into / "tuning.csv")} == {"tv"}
+    assert "| bm3d | 2.800 | 43.87 |" in md and "42.00" not in md
 
 
 def test_results_written_before_rounding_fall_in_the_same_dose_group(tmp_path):
