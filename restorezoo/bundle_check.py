@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 __all__ = ["REQUIRED_FILES", "extra_forward_args", "meta_schema_path", "validate_bundle"]
 
@@ -35,6 +36,16 @@ REQUIRED_FILES = (
 )
 _TRAIN_OVERLAYS = ("multi_gpu_train.yaml", "train_full.yaml")
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "int64": torch.long}
+
+
+def _is_overlay(path: Path) -> bool:
+    """Whether a bundle config edits another one's ids: a known overlay name or a top-level ``a#b`` key."""
+    if path.name in _TRAIN_OVERLAYS:
+        return True
+    if path.suffix != ".yaml":
+        return False
+    content = yaml.safe_load(path.read_text()) or {}
+    return isinstance(content, dict) and any("#" in str(k) for k in content)
 
 
 def meta_schema_path() -> str:
@@ -129,8 +140,9 @@ def validate_bundle(
     for f in sorted(configs.glob("*.yaml")) + sorted(configs.glob("*.json")):
         try:
             p = ConfigParser()
-            # the multi-GPU overlay edits train.yaml ids (`train#sampler`): it only parses on top of it
-            p.read_config(load_config_files([configs / "train.yaml", f] if f.name in _TRAIN_OVERLAYS else [f]))
+            # an overlay that edits nested ids (multi-GPU: `train#sampler`; `network_def#...`) only parses on top of
+            # the config that defines them
+            p.read_config(load_config_files([configs / "train.yaml", f] if _is_overlay(f) else [f]))
             parsed[f.name] = p
         except Exception as err:  # noqa: BLE001
             problems.append(f"{f.name}: does not parse: {err}")

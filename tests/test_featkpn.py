@@ -138,6 +138,17 @@ def test_featkpn_noise_level_input_uses_the_level_and_keeps_the_residual():
         FeatKPN(noise_level_input="true")
 
 
+@pytest.mark.parametrize("noise_level", [False, True], ids=["blind", "noise_level"])
+def test_featkpn_scripts_with_either_input(noise_level):
+    """``restorezoo export`` writes a TorchScript model: torch.jit.script compiles both branches of the forward, so
+    the noise-level code must script even when the option is off."""
+    torch.manual_seed(0)
+    net = FeatKPN(noise_level_input=noise_level).eval()
+    x = 0.5 + 0.03 * torch.randn(1, 1, 32, 32, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        torch.testing.assert_close(torch.jit.script(net)(x), net(x))
+
+
 def test_noise_level_overlay_sets_the_option_for_training_and_inference():
     from common.configs import load_config_files
 
