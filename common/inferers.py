@@ -134,6 +134,9 @@ class SliceWiseInferer(Inferer):
         roi_size: optional 2D window for a sliding window over each slice; ``None`` = whole slices.
         overlap: sliding-window overlap (only with ``roi_size``).
         pad_mode: ``torch.nn.functional.pad`` mode.
+        context: ``c`` > 0 gives the network each slice with its ``c`` neighbours on either side (2.5D):
+            ``(N, C * (2c + 1), H, W)``, channel ``i * (2c + 1) + j`` = channel ``i`` at slice offset ``j - c``, the
+            volume's first / last slice repeated beyond its ends (as the training patches do). Needs a 5D input.
     """
 
     def __init__(
@@ -144,13 +147,17 @@ class SliceWiseInferer(Inferer):
         roi_size: Sequence[int] | int | None = None,
         overlap: float = 0.25,
         pad_mode: str = "replicate",
+        context: int = 0,
     ) -> None:
         super().__init__()
         if spatial_dim not in (0, 1, 2):
             raise ValueError(f"spatial_dim must be 0, 1 or 2, got {spatial_dim}")
         if slice_batch_size < 1:
             raise ValueError(f"slice_batch_size must be >= 1, got {slice_batch_size}")
+        if int(context) < 0:
+            raise ValueError(f"context must be >= 0, got {context}")
         self.spatial_dim = int(spatial_dim)
+        self.context = int(context)
         self.slice_batch_size = int(slice_batch_size)
         self.divisor = int(divisor)
         self.pad_mode = pad_mode
@@ -181,14 +188,15 @@ class SliceWiseInferer(Inferer):
         self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any
     ) -> torch.Tensor:
         if inputs.ndim == 4:
+            if self.context:
+                raise ValueError("a slice-context inferer needs (B, C, X, Y, Z) volumes, got 2D slices")
             return self._run_slices(inputs, network, *args, **kwargs)
         if inputs.ndim != 5:
             raise ValueError(f"expected a (B, C, X, Y, Z) volume or (B, C, H, W) slices, got {tuple(inputs.shape)}")
-        b, c = inputs.shape[:2]
+        b = inputs.shape[0]
         axis = 2 + self.spatial_dim
         moved = inputs.movedim(axis, 2)  # (B, C, S, H, W)
         n_slices, plane = moved.shape[2], moved.shape[3:]
-        stacked = moved.permute(0, 2, 1, 3, 4).reshape(b * n_slices, c, *plane)  # volume-major slice order
 
         def per_slice(value: Any) -> tuple[Any, bool]:
             if isinstance(value, torch.Tensor) and value.ndim >= 1 and value.shape[0] == b:
@@ -202,11 +210,21 @@ class SliceWiseInferer(Inferer):
             s1 = min(b * n_slices, s0 + self.slice_batch_size)
             sub_args = [v[s0:s1] if sliced else v for v, sliced in rep_args]
             sub_kwargs = {k: (v[s0:s1] if sliced else v) for k, (v, sliced) in rep_kwargs.items()}
-            outputs.append(self._run_slices(stacked[s0:s1], network, *sub_args, **sub_kwargs))
+            outputs.append(self._run_slices(self._with_context(moved, s0, s1), network, *sub_args, **sub_kwargs))
         out = torch.cat(outputs, dim=0)
         c_out = out.shape[1]
         out = out.reshape(b, n_slices, c_out, *plane).permute(0, 2, 1, 3, 4)
         return out.movedim(2, axis)
+
+    def _with_context(self, moved: torch.Tensor, s0: int, s1: int) -> torch.Tensor:
+        """Slices ``s0:s1`` of the volume-major order of ``moved`` (B, C, S, H, W) -> (s1 - s0, C * (2c + 1), H, W)."""
+        c, n_slices = self.context, moved.shape[2]
+        index = torch.arange(s0, s1, device=moved.device)
+        vol, sl = index // n_slices, index % n_slices
+        offsets = torch.arange(-c, c + 1, device=moved.device)
+        neighbours = (sl[:, None] + offsets[None]).clamp(0, n_slices - 1)  # (N, 2c + 1), edges repeated
+        picked = moved[vol[:, None], :, neighbours]  # (N, 2c + 1, C, H, W)
+        return picked.transpose(1, 2).reshape(len(index), -1, *moved.shape[3:])
 
 
 class FlipEnsembleInferer(Inferer):

@@ -158,6 +158,40 @@ def test_noise_level_overlay_sets_the_option_for_training_and_inference():
         assert parser.get_parsed_content("network_def").noise_level_input
 
 
+# ---------------------------------------------------------------------------------------- neighbouring slices (2.5D)
+@pytest.mark.parametrize("noise_level", [False, True], ids=["blind", "noise_level"])
+def test_featkpn_context_slices_restore_the_centre_slice_and_script(noise_level):
+    torch.manual_seed(0)
+    net = FeatKPN(context_slices=1, noise_level_input=noise_level).eval()
+    assert net.encoder.level0[0].in_channels == 3 + int(noise_level)
+    x = 0.5 + 0.03 * torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        y = net(x)
+        assert y.shape == (2, 1, 32, 32)
+        torch.testing.assert_close(torch.jit.script(net)(x), y)
+        moved = x.clone()
+        moved[:, 0] += 0.1  # a neighbour reaches the output
+        assert not torch.allclose(net(moved), y)
+        torch.nn.init.zeros_(net.out_conv.weight)
+        torch.nn.init.zeros_(net.out_conv.bias)
+        torch.testing.assert_close(net(x), x[:, 1:2])  # the residual is the centre slice
+    with pytest.raises(ValueError, match="context_slices=1 needs 3 input channels, got 1"):
+        net(x[:, :1])
+    with pytest.raises(ValueError, match="context_slices must be >= 0"):
+        FeatKPN(context_slices=-1)
+
+
+def test_context_option_reaches_training_validation_and_inference():
+    for name in ("train.yaml", "inference.yaml"):
+        parser = ConfigParser()
+        parser.read_config(str(CONFIGS / name))
+        assert parser.get_parsed_content("network_def").context == 0  # the default: one slice
+        parser["context_slices"] = 2
+        assert parser.get_parsed_content("network_def").context == 2
+        inferer = parser.get_parsed_content("inferer" if name == "inference.yaml" else "validate#inferer")
+        assert inferer.context == 2
+
+
 # ---------------------------------------------------------------------------------------- slice-wise inference
 class _DoseNet(torch.nn.Module):
     """2D toy network that needs multiples of 4 and adds a per-sample dose."""
@@ -186,6 +220,24 @@ def test_slicewise_inferer_along_another_axis():
         out = SliceWiseInferer(spatial_dim=0, divisor=1)(x, net)
         assert out.shape == (1, 2, 8, 6, 12)
         torch.testing.assert_close(out[:, :, 3], net(x[:, :, 3]))
+
+
+def test_slicewise_inferer_with_context_hands_each_slice_its_neighbours():
+    x = torch.rand(2, 1, 6, 5, 4)
+
+    def offset(j):  # a "network" returning channel j of its input: the slice at offset j - 1
+        return lambda t: (t.shape[1] == 3 or pytest.fail(f"expected 3 channels, got {t.shape[1]}")) and t[:, j : j + 1]
+
+    inferer = SliceWiseInferer(spatial_dim=2, slice_batch_size=3, divisor=1, context=1)  # batches cross volumes
+    torch.testing.assert_close(inferer(x, offset(1)), x)
+    torch.testing.assert_close(inferer(x, offset(0)), torch.cat([x[..., :1], x[..., :-1]], -1))  # first repeated
+    torch.testing.assert_close(inferer(x, offset(2)), torch.cat([x[..., 1:], x[..., -1:]], -1))  # last repeated
+    along_x = SliceWiseInferer(spatial_dim=0, divisor=1, context=1)(x, offset(2))
+    torch.testing.assert_close(along_x, torch.cat([x[:, :, 1:], x[:, :, -1:]], 2))
+    with pytest.raises(ValueError, match="needs \\(B, C, X, Y, Z\\) volumes"):
+        inferer(x[..., 0], offset(1))
+    with pytest.raises(ValueError, match="context must be >= 0"):
+        SliceWiseInferer(context=-1)
 
 
 # ---------------------------------------------------------------------------------------- anatomical loss

@@ -209,6 +209,39 @@ def test_fresh_ct_noise_patches(tmp_path):
     assert all(0.1 <= p["dose"] <= 0.5 for p in ranged) and len({p["dose"] for p in ranged}) == 8
 
 
+def test_ct_patches_with_neighbouring_slices(tmp_path):
+    # stored pairs: every voxel of the image holds its own (x, y, z) code, so a patch tells where it came from
+    shape = (20, 20, 4)
+    code = torch.arange(np.prod(shape), dtype=torch.float32).reshape(shape)[None]
+    sampler = RandCTLowDosePatchesd(patch_size=8, num_samples=20, prob=0.0, context=1)
+    sampler.set_random_state(1)
+    ends = set()
+    for p in sampler({"image": code, "label": code + 0.5}):
+        assert p["image"].shape == (3, 8, 8) and p["label"].shape == (1, 8, 8)
+        x, y, z = np.unravel_index(int(p["image"][1, 0, 0]), shape)
+        assert torch.equal(p["label"][0], code[0, x : x + 8, y : y + 8, z] + 0.5)  # the label: the centre slice
+        for j, zj in enumerate((max(z - 1, 0), z, min(z + 1, 3))):  # the ends repeated
+            assert torch.equal(p["image"][j], code[0, x : x + 8, y : y + 8, zj])
+        ends.add(int(z) in (0, 3))
+    assert ends == {True, False}
+    # fresh noise: every slice of the stack its own realisation around its reference
+    item, _ = _ct_phantom_item(tmp_path)
+    loaded = CTSimulatord()(item)
+    fresh = RandCTLowDosePatchesd(patch_size=16, num_samples=4, prob=1.0, context=1)
+    fresh.set_random_state(0)
+    patches = fresh(loaded)
+    for p in patches:
+        assert p["image"].shape == (3, 16, 16) and p["label"].shape == (1, 16, 16)
+        for a, b in ((0, 1), (1, 2), (0, 2)):
+            assert not torch.equal(p["image"][a], p["image"][b])
+        # the phantom's slices are identical: each channel is the label plus noise (tens of HU), not another crop
+        assert float((p["image"] - p["label"]).abs().mean()) < 60.0
+    fresh.set_random_state(0)
+    assert all(torch.equal(a["image"], b["image"]) for a, b in zip(patches, fresh(loaded), strict=True))
+    with pytest.raises(ValueError, match="context must be >= 0"):
+        RandCTLowDosePatchesd(context=-1)
+
+
 def test_fresh_ct_noise_refuses_a_phantom_that_does_not_match_the_label(tmp_path):
     item, _ = _ct_phantom_item(tmp_path)
     item["phantom_hu"] = _write(tmp_path / "other.nii.gz", np.zeros((30, 30, 3)))

@@ -17,7 +17,9 @@ no normalisation layers):
 ResBlock: ``x + conv3(LReLU(conv3(x)))`` with Kaiming initialisation scaled by 0.1.
 
 Input ``(B, 1, H, W)`` with ``H, W`` multiples of 4 (:class:`common.inferers.SliceWiseInferer` pads any slice and
-crops back), intensities HU clipped to [-1024, 3072] / 4096 by default; output the same shape and units.
+crops back), intensities HU clipped to [-1024, 3072] / 4096 by default; output the same shape and units. With
+``context_slices = c`` the input holds the ``2c + 1`` neighbouring slices ``(B, 2c + 1, H, W)`` and the output is the
+centre slice's ``(B, 1, H, W)`` (an extension of the original 2D method).
 """
 
 from __future__ import annotations
@@ -110,8 +112,13 @@ class FeatKPN(nn.Module):
             pipeline change is needed); False (the shipped weights) is the original single-channel network.
         noise_level_scale: multiplies that level (intensity units: HU / 4096 in the bundle, where 100 brings the
             phantoms' noise to about 0.1-3).
+        context_slices: ``c`` neighbouring slices on each side of the slice to restore are given as extra input
+            channels (2.5D: CT noise is independent between slices while anatomy continues, which a 2D filter such as
+            BM3D cannot use); 0 (the original) sees one slice. The residual and the noise level use the centre slice.
 
-    Shapes: ``(B, in_channels, H, W)`` -> ``(B, out_channels, H, W)``, ``H`` and ``W`` multiples of 4.
+    Shapes: ``(B, in_channels * (2c + 1), H, W)`` -> ``(B, out_channels, H, W)``, ``H`` and ``W`` multiples of 4;
+    channel ``i * (2c + 1) + j`` is image channel ``i`` at slice offset ``j - c``
+    (:class:`common.inferers.SliceWiseInferer` with ``context=c`` builds it).
 
     Example::
 
@@ -131,6 +138,7 @@ class FeatKPN(nn.Module):
         negative_slope: float = 0.2,
         noise_level_input: bool = False,
         noise_level_scale: float = 100.0,
+        context_slices: int = 0,
     ) -> None:
         super().__init__()
         if spatial_dims != 2:
@@ -139,12 +147,16 @@ class FeatKPN(nn.Module):
             raise ValueError(f"the global residual needs in_channels == out_channels, got {in_channels}/{out_channels}")
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size}")
+        if int(context_slices) < 0:
+            raise ValueError(f"context_slices must be >= 0, got {context_slices}")
         self.kernel_size = int(kernel_size)
+        self.context = int(context_slices)
+        self.in_channels = int(in_channels)
         self.normalize = require_bool(normalize_kernels, "normalize_kernels")
         self.noise_level_input = require_bool(noise_level_input, "noise_level_input")
         self.noise_level_scale = float(noise_level_scale)
         s, nf, nk = negative_slope, int(features), int(kernel_features)
-        enc_in = in_channels + int(self.noise_level_input)
+        enc_in = in_channels * (2 * self.context + 1) + int(self.noise_level_input)
         self.encoder = KPNEncoder(enc_in, nf, s)
         self.proj0 = nn.Sequential(_conv3(nf, nk), nn.LeakyReLU(s, inplace=True))
         self.proj1 = nn.Sequential(_conv3(2 * nf, 2 * nk), nn.LeakyReLU(s, inplace=True))
@@ -167,10 +179,18 @@ class FeatKPN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] % 4 != 0 or x.shape[-2] % 4 != 0:
             raise ValueError(f"FeatKPN needs H and W to be multiples of 4, got {x.shape[-2]} x {x.shape[-1]}")
-        inp = torch.cat([x, noise_level_map(x, self.noise_level_scale)], dim=1) if self.noise_level_input else x
+        span = 2 * self.context + 1
+        if x.shape[1] != self.in_channels * span:
+            raise ValueError(
+                f"FeatKPN with context_slices={self.context} needs {self.in_channels * span} input channels, "
+                f"got {x.shape[1]}"
+            )
+        # the slice to restore: offset 0 of every image channel
+        centre = x[:, self.context :: span] if span > 1 else x
+        inp = torch.cat([x, noise_level_map(centre, self.noise_level_scale)], dim=1) if self.noise_level_input else x
         e0, e1, e2 = self.encoder(inp)
         k0, k1, k2 = self.kernel_encoder(inp)
         y2 = self._filter(self.proj2(e2), self.head2(k2))
         y1 = self.up2(y2) + self._filter(self.proj1(e1), self.head1(k1))
         y0 = self.up1(self.dec1(y1)) + self._filter(self.proj0(e0), self.head0(k0))
-        return self.out_conv(self.dec0(y0)) + x
+        return self.out_conv(self.dec0(y0)) + centre

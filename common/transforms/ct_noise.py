@@ -78,9 +78,14 @@ class RandCTLowDosePatchesd(Randomizable, MapTransform):
     item's dose (or, with ``dose_range = (low, high)``, at a dose drawn log-uniformly there, written to
     ``dose_key``), reconstructed for the patch's pixels only (about 30 ms for 64 x 64 at 720 views on one core).
 
+    With ``context = c > 0`` the image holds the patch's slice and its ``c`` neighbours on either side,
+    ``(2c + 1, P, P)`` (slice offset ``j - c`` in channel ``j``; the first / last slice repeated beyond the volume's
+    ends, as :class:`common.inferers.SliceWiseInferer` does), each neighbour with its own fresh realisation at the
+    same dose; the label stays the centre slice.
+
     Returns:
-        a list of ``num_samples`` dicts with ``image`` / ``label`` ``(1, P, P)`` float32 tensors (other keys copied,
-        the simulator dropped).
+        a list of ``num_samples`` dicts with ``image`` ``(2c + 1, P, P)`` and ``label`` ``(1, P, P)`` float32 tensors
+        (other keys copied, the simulator dropped).
     """
 
     def __init__(
@@ -92,6 +97,7 @@ class RandCTLowDosePatchesd(Randomizable, MapTransform):
         simulator_key: str = "ct_simulator",
         dose_key: str = "dose",
         dose_range: Sequence[float] | None = None,
+        context: int = 0,
     ) -> None:
         super().__init__(keys=keys)
         if len(self.keys) != 2:
@@ -100,7 +106,10 @@ class RandCTLowDosePatchesd(Randomizable, MapTransform):
             raise ValueError(f"patch_size and num_samples must be >= 1, got {patch_size}, {num_samples}")
         if not 0.0 <= float(prob) <= 1.0:
             raise ValueError(f"prob must be in [0, 1], got {prob}")
+        if int(context) < 0:
+            raise ValueError(f"context must be >= 0, got {context}")
         self.patch_size, self.num_samples, self.prob = int(patch_size), int(num_samples), float(prob)
+        self.context = int(context)
         self.simulator_key, self.dose_key = simulator_key, dose_key
         self.dose_range = None
         if dose_range is not None:
@@ -137,14 +146,15 @@ class RandCTLowDosePatchesd(Randomizable, MapTransform):
             z = int(self.R.randint(z_size))
             sample = {k: v for k, v in d.items() if k not in self.keys}
             sample[label_key] = label[:, x0 : x0 + p, y0 : y0 + p, z].float().clone()
+            slices = [min(max(z + j, 0), z_size - 1) for j in range(-self.context, self.context + 1)]
             if simulator is not None and self.R.rand() < self.prob:
                 dose = self._dose(d.get(self.dose_key))
                 rng = np.random.default_rng(int(self.R.randint(0, 2**31 - 1)))
-                patch = simulator.simulate_patch(dose, rng, z, (x0, y0), (p, p))
-                sample[image_key] = torch.from_numpy(patch)[None]
+                patches = [simulator.simulate_patch(dose, rng, zi, (x0, y0), (p, p)) for zi in slices]
+                sample[image_key] = torch.from_numpy(np.stack(patches))
                 if self.dose_range is not None:
                     sample[self.dose_key] = dose
             else:
-                sample[image_key] = image[:, x0 : x0 + p, y0 : y0 + p, z].float().clone()
+                sample[image_key] = image[0, x0 : x0 + p, y0 : y0 + p, slices].movedim(-1, 0).float().clone()
             out.append(sample)
         return out
