@@ -834,9 +834,11 @@ def merge(
     folder ``into`` (e.g. ``benchmarks/results``), then re-write its ``results.md`` (and the ``readme`` section);
     returns the path of ``results.md``.
 
-    - rows: every (bundle, run) measured in ``new`` replaces that (bundle, run)'s rows in ``into``; the input and
-      baseline rows of ``new`` are added only where ``into`` has no row of the same task, group value and method (the
-      same items scored by the same code, so the earlier, complete baseline set stays the reference), except the
+    - rows: every (bundle, run) measured in ``new`` replaces that (bundle, run)'s output rows in ``into``; the input
+      and baseline rows of ``into`` stay, whichever run measured them, and those of ``new`` are added only where
+      ``into`` has no row of the same task, group value and method (the same items scored by the same code, so the
+      earlier, complete baseline set stays the reference: a re-run with ``--baselines gaussian`` keeps the BM3D rows
+      its earlier run measured), except the
       baselines named in ``replace_baselines`` (re-measured on purpose, e.g. after a baseline code change): their rows
       in ``new`` replace those of the same table, group value and method, whichever run measured them;
     - tuning: the tried parameters of the measured (bundle, run) pairs replace theirs, and those of a replaced
@@ -855,7 +857,7 @@ def merge(
     root = Path(bundles_dir).resolve()
     tasks = {b: load_task(root / b) for b in dict.fromkeys(r["bundle"] for r in [*old_rows, *new_rows])}
     measured = {(r["bundle"], r["run"]) for r in new_rows}
-    kept = [r for r in old_rows if (r["bundle"], r["run"]) not in measured]
+    kept = [r for r in old_rows if (r["bundle"], r["run"]) not in measured or r["method"] != "output"]
 
     def key(r: dict) -> tuple:
         return table_of(r, tasks), r.get(tasks[r["bundle"]].group_key), r["method"]
@@ -873,10 +875,12 @@ def merge(
         with open(path) as f:
             return list(csv.DictReader(f))
 
+    kept_baselines = {(r["bundle"], r["run"], r["method"]) for r in kept}
     tuning = [
         r
         for r in read_plain(into / "tuning.csv")
-        if (r["bundle"], r["run"]) not in measured and (r["bundle"], r["run"], r["baseline"]) not in replaced
+        if (r["bundle"], r["run"], r["baseline"]) in kept_baselines or (r["bundle"], r["run"]) not in measured
+        if (r["bundle"], r["run"], r["baseline"]) not in replaced
     ]
     _write_csv(into / "tuning.csv", tuning + read_plain(new / "tuning.csv"))
     new_speed = [r for r in read_plain(new / "speed.csv") if r["model"] in tasks]  # bundles, not the reference

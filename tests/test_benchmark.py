@@ -252,6 +252,36 @@ def test_merge_replaces_a_baseline_remeasured_on_purpose(tmp_path):
     assert "| bm3d | 2.800 | 43.87 |" in md and "42.00" not in md
 
 
+def test_merge_of_a_rerun_keeps_the_baselines_it_did_not_measure_again(tmp_path):
+    """Re-measuring a bundle's shipped weights with ``--baselines gaussian`` replaces its output rows, but the BM3D
+    rows the same (bundle, run) measured earlier (the table's only BM3D rows) and their tuning stay the reference."""
+    kpn = "ct_lowdose_featkpn"
+    base = {"dose": 0.25, "group_key": "dose", "ssim": 0.99}
+    old = [
+        {"bundle": kpn, "run": "shipped", "method": "input", "psnr": 41.2, **base},
+        {"bundle": kpn, "run": "shipped", "method": "bm3d", "psnr": 46.55, "param": 2.0, **base},
+        {"bundle": kpn, "run": "shipped", "method": "output", "psnr": 46.19, **base},
+    ]
+    new = [
+        {"bundle": kpn, "run": "shipped", "method": "input", "psnr": 41.2, **base},
+        {"bundle": kpn, "run": "shipped", "method": "gaussian", "psnr": 43.0, "param": 1.0, **base},
+        {"bundle": kpn, "run": "shipped", "method": "output", "psnr": 46.9, **base},
+    ]
+    meta = {"command": "c", "date": "d", "machine": "m", "bm4d_seconds": None, "bm4d_note": ""}
+    into = _results_dir(tmp_path / "into", old, [], meta, [])
+    part = _results_dir(tmp_path / "part", new, [], meta, [])
+    with open(into / "tuning.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["bundle", "run", "baseline", "dose", "param", "val_psnr", "n"])
+        w.writeheader()
+        w.writerow({"bundle": kpn, "run": "shipped", "baseline": "bm3d", "dose": 0.25, "param": 2.0, "val_psnr": 50.0,
+                    "n": 2})  # fmt: skip
+    md = merge(part, into).read_text()
+    got = {r["method"]: r["psnr"] for r in read_results(into / "results.csv")}
+    assert got == {"input": 41.2, "bm3d": 46.55, "gaussian": 43.0, "output": 46.9}
+    assert [r["baseline"] for r in _read(into / "tuning.csv")] == ["bm3d"]
+    assert "46.55" in md and "46.90" in md and "46.19" not in md
+
+
 def test_results_written_before_rounding_fall_in_the_same_dose_group(tmp_path):
     """Results files of earlier runs hold float32 doses (0.10000000149...); read back they must group with today's
     0.1, or a merge would split one dose into two table groups."""
