@@ -118,6 +118,15 @@ class PaddedSlidingWindowInferer(Inferer):
         return crop_to_shape(out, spatial, self.output_scale)
 
 
+def neighbour_slices(index: torch.Tensor, n_slices: int, context: int) -> torch.Tensor:
+    """Slice indices ``(N,)`` -> ``(N, 2c + 1)``: each slice and its ``c = context`` neighbours on either side, in
+    order of offset ``-c .. c``, the first / last slice repeated beyond the volume's ends. The one rule of the 2.5D
+    stacks, shared by :class:`SliceWiseInferer` and the training patches
+    (:class:`common.transforms.RandCTLowDosePatchesd`), so that both see the same neighbours."""
+    offsets = torch.arange(-context, context + 1, device=index.device)
+    return (index[:, None] + offsets[None]).clamp(0, n_slices - 1)
+
+
 class SliceWiseInferer(Inferer):
     """Apply a 2D network to every slice of ``(B, C, X, Y, Z)`` volumes along ``spatial_dim`` (2 = axial z).
 
@@ -218,11 +227,10 @@ class SliceWiseInferer(Inferer):
 
     def _with_context(self, moved: torch.Tensor, s0: int, s1: int) -> torch.Tensor:
         """Slices ``s0:s1`` of the volume-major order of ``moved`` (B, C, S, H, W) -> (s1 - s0, C * (2c + 1), H, W)."""
-        c, n_slices = self.context, moved.shape[2]
+        n_slices = moved.shape[2]
         index = torch.arange(s0, s1, device=moved.device)
-        vol, sl = index // n_slices, index % n_slices
-        offsets = torch.arange(-c, c + 1, device=moved.device)
-        neighbours = (sl[:, None] + offsets[None]).clamp(0, n_slices - 1)  # (N, 2c + 1), edges repeated
+        vol = index // n_slices
+        neighbours = neighbour_slices(index % n_slices, n_slices, self.context)  # (N, 2c + 1)
         picked = moved[vol[:, None], :, neighbours]  # (N, 2c + 1, C, H, W)
         return picked.transpose(1, 2).reshape(len(index), -1, *moved.shape[3:])
 

@@ -841,8 +841,8 @@ def merge(
       its earlier run measured), except the
       baselines named in ``replace_baselines`` (re-measured on purpose, e.g. after a baseline code change): their rows
       in ``new`` replace those of the same table, group value and method, whichever run measured them;
-    - tuning: the tried parameters of the measured (bundle, run) pairs replace theirs, and those of a replaced
-      baseline go with its rows;
+    - tuning: the tried parameters go with the result rows they produced: those of rows kept stay, those of rows
+      added come in, those of a replaced baseline go with its rows;
     - speed: ``new``'s bundle rows replace the rows of the same model; the reference row of ``into`` stays (each
       ``x reference`` was measured against the reference of its own run);
     - meta: both commands and dates are kept; BM4D's time is ``new``'s only if ``new`` measured it;
@@ -875,14 +875,21 @@ def merge(
         with open(path) as f:
             return list(csv.DictReader(f))
 
-    kept_baselines = {(r["bundle"], r["run"], r["method"]) for r in kept}
+    # tuning rows go with the result rows they produced: a measured run keeps those of the baselines whose rows it
+    # kept, and new tuning rows come in only with their new rows (no second set for one baseline of one run)
+    kept_methods = {(r["bundle"], r["run"], r["method"]) for r in kept}
+    added_methods = {(r["bundle"], r["run"], r["method"]) for r in added}
+
+    def own(r: dict) -> tuple:
+        return r["bundle"], r["run"], r["baseline"]
+
     tuning = [
         r
         for r in read_plain(into / "tuning.csv")
-        if (r["bundle"], r["run"], r["baseline"]) in kept_baselines or (r["bundle"], r["run"]) not in measured
-        if (r["bundle"], r["run"], r["baseline"]) not in replaced
+        if own(r) not in replaced and (own(r) in kept_methods or (r["bundle"], r["run"]) not in measured)
     ]
-    _write_csv(into / "tuning.csv", tuning + read_plain(new / "tuning.csv"))
+    tuning += [r for r in read_plain(new / "tuning.csv") if own(r) in added_methods]
+    _write_csv(into / "tuning.csv", tuning)
     new_speed = [r for r in read_plain(new / "speed.csv") if r["model"] in tasks]  # bundles, not the reference
     names = {r["model"] for r in new_speed}
     old_speed = read_plain(into / "speed.csv")

@@ -275,10 +275,18 @@ def test_merge_of_a_rerun_keeps_the_baselines_it_did_not_measure_again(tmp_path)
         w.writeheader()
         w.writerow({"bundle": kpn, "run": "shipped", "baseline": "bm3d", "dose": 0.25, "param": 2.0, "val_psnr": 50.0,
                     "n": 2})  # fmt: skip
+    with open(part / "tuning.csv", "w", newline="") as f:  # the re-run tuned gaussian (added) and bm3d (not)
+        w = csv.DictWriter(f, fieldnames=["bundle", "run", "baseline", "dose", "param", "val_psnr", "n"])
+        w.writeheader()
+        for b, param in (("gaussian", 1.0), ("bm3d", 2.8)):
+            w.writerow({"bundle": kpn, "run": "shipped", "baseline": b, "dose": 0.25, "param": param, "val_psnr": 49.0,
+                        "n": 2})  # fmt: skip
     md = merge(part, into).read_text()
     got = {r["method"]: r["psnr"] for r in read_results(into / "results.csv")}
     assert got == {"input": 41.2, "bm3d": 46.55, "gaussian": 43.0, "output": 46.9}
-    assert [r["baseline"] for r in _read(into / "tuning.csv")] == ["bm3d"]
+    # tuning rows go with their result rows: the kept BM3D row keeps its own, the added gaussian row brings its own
+    tuned = [(r["baseline"], float(r["param"])) for r in _read(into / "tuning.csv")]
+    assert tuned == [("bm3d", 2.0), ("gaussian", 1.0)]
     assert "46.55" in md and "46.90" in md and "46.19" not in md
 
 

@@ -23,6 +23,7 @@ import torch
 from monai.transforms import MapTransform, Randomizable
 
 from ..errors import InputDataError
+from ..inferers import neighbour_slices
 from ..io.nifti import load_nifti
 from ..physics.ct import CTAcquisition, CTLowDoseSimulator, check_dose
 
@@ -146,7 +147,7 @@ class RandCTLowDosePatchesd(Randomizable, MapTransform):
             z = int(self.R.randint(z_size))
             sample = {k: v for k, v in d.items() if k not in self.keys}
             sample[label_key] = label[:, x0 : x0 + p, y0 : y0 + p, z].float().clone()
-            slices = [min(max(z + j, 0), z_size - 1) for j in range(-self.context, self.context + 1)]
+            slices = neighbour_slices(torch.tensor([z]), z_size, self.context)[0].tolist()
             if simulator is not None and self.R.rand() < self.prob:
                 dose = self._dose(d.get(self.dose_key))
                 rng = np.random.default_rng(int(self.R.randint(0, 2**31 - 1)))
