@@ -12,8 +12,10 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from conftest import BUNDLES, perturbed_weights
+from monai.bundle import ConfigParser
 
 from restorezoo.baselines import available_baselines, denoise, noise_sigma, parameter_grid, tune
 from restorezoo.benchmark import (
@@ -37,6 +39,31 @@ IDS = [b.name for b in BUNDLES]
 def _read(path: Path) -> list[dict]:
     with open(path) as f:
         return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("bundle", [b for b in BUNDLES if load_task(b).task == "ct_denoising"], ids=lambda b: b.name)
+def test_ct_denoisers_select_their_checkpoint_on_the_task_convention(bundle):
+    """The checkpoint a CT training keeps is the best on the metric its test split is reported in: the validation's
+    key metric is the PSNR of the output and of the reference both clipped to the convention's window, with the
+    window's width as the peak, whatever intensity range the network works in (Feat-KPN: [-1024, 3072] HU)."""
+    from ignite.engine import Engine
+
+    from common.metrics import psnr, window
+
+    low, high = scoring_convention(bundle)["window"]
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "train.yaml"))
+    metrics = parser.get_parsed_content("validate#key_metric", instantiate=True)
+    assert list(metrics) == ["val_ct_psnr"]
+    g = torch.Generator().manual_seed(0)
+    label = torch.rand(1, 16, 16, 4, generator=g) * 4000 - 1024  # well beyond the window on both sides
+    pred = label + torch.randn(1, 16, 16, 4, generator=g) * 150
+    engine = Engine(lambda e, b: [{"pred": pred, "label": label}])
+    metrics["val_ct_psnr"].attach(engine, "val_ct_psnr")
+    engine.run([0], max_epochs=1)
+    clipped = psnr(window(pred, low, high), window(label, low, high), data_range=high - low)
+    assert engine.state.metrics["val_ct_psnr"] == pytest.approx(clipped, abs=1e-4)
+    assert abs(clipped - psnr(pred, label, data_range=high - low)) > 0.5  # the clipping matters on this pair
 
 
 @pytest.mark.parametrize("bundle", BUNDLES, ids=IDS)

@@ -3,6 +3,7 @@ epoch, and outputs never appear half-written."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -11,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from ignite.engine import Engine
+from ignite.engine import Engine, Events
 
 from common.errors import OutputError
-from common.handlers.checkpoint import LastCheckpointSaver, ResumeFromLatest
+from common.handlers.checkpoint import BestModelSaver, LastCheckpointSaver, ResumeFromLatest
 from common.io import save_nifti
 from common.io.atomic import ensure_writable_dir, remove_stale_temporaries, temp_path
 
@@ -57,6 +58,32 @@ def test_checkpoint_saver_cleans_its_folder_and_resume_names_the_epoch(tmp_path:
     ResumeFromLatest(str(tmp_path), {"model": net}).attach(resumed)
     assert (resumed.state.epoch, resumed.state.iteration) == (3, 6)
     assert "3 epoch(s) done (iteration 6), next epoch 4" in capsys.readouterr().out
+
+
+def _validate(saver: BestModelSaver, name: str, value: float) -> None:
+    """One validation epoch whose key metric ``name`` is ``value``."""
+    engine = Engine(lambda e, b: None)
+
+    @engine.on(Events.EPOCH_COMPLETED)
+    def _metric(e: Engine) -> None:  # registered first: runs before the saver reads it
+        e.state.key_metric_name, e.state.metrics[name] = name, value
+
+    saver.attach(engine)
+    engine.run([0], max_epochs=1)
+
+
+def test_best_model_record_of_another_metric_does_not_block_saving(tmp_path: Path) -> None:
+    """A resumed run keeps its best model unless a later validation beats it; a record written under another key
+    metric (a training resumed after its model-selection metric changed) does not compare and is replaced."""
+    net = torch.nn.Linear(2, 2)
+    _validate(BestModelSaver(str(tmp_path), net), "val_psnr", 50.0)
+    record = json.loads((tmp_path / "model.json").read_text())
+    assert record["metric_name"] == "val_psnr" and record["metric"] == 50.0
+    _validate(BestModelSaver(str(tmp_path), net), "val_psnr", 49.0)  # same metric, worse: kept
+    assert json.loads((tmp_path / "model.json").read_text())["metric"] == 50.0
+    _validate(BestModelSaver(str(tmp_path), net), "val_ct_psnr", 46.0)  # another metric: replaced
+    record = json.loads((tmp_path / "model.json").read_text())
+    assert record["metric_name"] == "val_ct_psnr" and record["metric"] == 46.0
 
 
 def test_unreadable_resume_checkpoint_is_named(tmp_path: Path) -> None:

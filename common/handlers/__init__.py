@@ -11,6 +11,7 @@ from .grouped_metrics import GroupedMetricsReport, compute_item_metrics
 from .output import BatchOutputAsList
 from .panel import PanelWriter, save_panel
 from .suv_bias import SUVBiasReport
+from .window_psnr import window_psnr, windowed_output
 
 __all__ = [
     "BatchOutputAsList",
@@ -24,4 +25,6 @@ __all__ = [
     "compute_item_metrics",
     "last_checkpoint",
     "save_panel",
+    "window_psnr",
+    "windowed_output",
 ]

@@ -105,11 +105,13 @@ class BestModelSaver:
         self.filename, self.higher = filename, higher_is_better
         self.epoch_engine = epoch_engine
         self.best: float | None = None
+        self.best_name: str | None = None
         record = self.ckpt_dir / (Path(filename).stem + ".json")
         if record.is_file():
             try:
-                self.best = float(json.loads(record.read_text())["metric"])
-            except (ValueError, KeyError, json.JSONDecodeError):
+                saved = json.loads(record.read_text())
+                self.best, self.best_name = float(saved["metric"]), saved.get("metric_name")
+            except (ValueError, KeyError, TypeError, json.JSONDecodeError):
                 self.best = None
 
     def attach(self, engine: Engine) -> None:
@@ -118,6 +120,13 @@ class BestModelSaver:
     def _maybe_save(self, engine: Engine) -> None:
         name = self.metric_name or engine.state.key_metric_name
         value = float(engine.state.metrics[name])
+        if self.best is not None and self.best_name is not None and self.best_name != name:
+            # a record of another metric (e.g. a run resumed after the key metric changed) does not compare
+            logger.warning(
+                "%s holds the best %s, not %s: it is replaced at this validation", self.filename, self.best_name, name
+            )
+            self.best = None
+        self.best_name = name
         improved = self.best is None or (value > self.best if self.higher else value < self.best)
         if not improved or not is_main_process():
             return
